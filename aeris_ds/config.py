@@ -1,0 +1,192 @@
+"""Experiment configuration: one YAML validated by a typed schema.
+
+The DeepSpeed JSON (batch sizes, optimizer, LR schedule, ZeRO stage, precision) stays a plain DeepSpeed
+config in ds_configs/; everything that is ours (model, grid, data, diffusion, layout, steps) lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aeris_ds.parallel.layout import Layout
+
+PRESET_DIR = Path(__file__).parent / "presets"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Strict(BaseModel):
+    """Unknown keys are an error: a typo in a YAML must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    dim: int = Field(128, gt=0)
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    mlp_hidden: int | None = Field(None, description="SwiGLU hidden width; default 8/3·dim rounded to 64")
+    window: tuple[int, int] = (8, 8)
+    lat_mode: Literal["mask", "roll"] = Field(
+        "mask", description="shifted windows: cyclic in longitude; latitude masked at the poles or rolled"
+    )
+    pos_freqs: int = Field(4, ge=1, description="sinusoidal frequencies per axis of the position encoding")
+    noise_freqs: int = Field(64, ge=1, description="Fourier features of the noise level")
+    checkpoint_activations: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"model.dim={self.dim} is not divisible by model.heads={self.heads}")
+        head_dim = self.dim // self.heads
+        if head_dim % 4:
+            raise ValueError(f"head dim {head_dim} must be divisible by 4 for 2D axial RoPE")
+        return self
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 64 * max(1, round(8 * self.dim / 3 / 64))
+
+
+class GridConfig(Strict):
+    lat: int = Field(32, gt=0)
+    lon: int = Field(64, gt=0)
+
+
+class DataConfig(Strict):
+    store: str | None = Field(None, description="WeatherBench2-schema zarr; None = the embedded Held–Suarez data")
+    atmospheric: list[str] = ["geopotential", "temperature", "u_component_of_wind", "v_component_of_wind"]
+    surface: list[str] = ["2m_temperature", "mean_sea_level_pressure"]
+    levels: list[int] = [250, 500, 850]
+    lead_hours: int = Field(6, gt=0)
+    train_split: str = "train"
+    forcings: list[Literal["toa_solar", "statics", "time"]] = ["toa_solar", "time"]
+    workers: int = Field(1, ge=0, description="prefetch worker processes per rank")
+
+    @property
+    def channel_names(self) -> list[str]:
+        atm = [f"{v}_{lev}" for v in self.atmospheric for lev in self.levels]
+        return atm + list(self.surface)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.atmospheric) * len(self.levels) + len(self.surface)
+
+    @property
+    def n_forcings(self) -> int:
+        sizes = {"toa_solar": 1, "statics": 2, "time": 4}
+        return sum(sizes[f] for f in self.forcings)
+
+
+class DiffusionConfig(Strict):
+    sigma_min: float = Field(0.2, gt=0)
+    sigma_max: float = Field(500.0, gt=0)
+    sigma_d: float = Field(1.0, gt=0)
+    variable_weights: dict[str, float] = {}
+    level_weighting: Literal["pressure", "uniform"] = "pressure"
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"diffusion.sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
+        return self
+
+
+class LayoutConfig(Strict):
+    dp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    wp: int = Field(1, ge=1)
+    sp: int = Field(1, ge=1)
+    window_assignment: Literal["blocks", "round_robin"] = "blocks"
+    shift_exchange: Literal["folded", "halo"] = Field(
+        "folded", description="folded: shift re-layout inside the attention all-to-all; halo: separate roll step"
+    )
+
+    def as_layout(self) -> Layout:
+        return Layout(dp=self.dp, pp=self.pp, wp=self.wp, sp=self.sp)
+
+
+class TrainConfig(Strict):
+    steps: int = Field(100, ge=0)
+    seed: int = 0
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+    out_dir: str = "runs/default"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    ds_config: str = "ds_configs/zero1_fp32.json"
+    max_minutes: float | None = Field(None, description="stop (and checkpoint) after this wall time")
+
+
+class ExperimentConfig(Strict):
+    name: str = "default"
+    model: ModelConfig = ModelConfig()
+    grid: GridConfig = GridConfig()
+    data: DataConfig = DataConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    layout: LayoutConfig = LayoutConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> ExperimentConfig:
+        wh, ww = self.model.window
+        if self.grid.lat % wh or self.grid.lon % ww:
+            raise ValueError(
+                f"grid {self.grid.lat}×{self.grid.lon} is not divisible by window {wh}×{ww}"
+            )
+        if wh % 2 or ww % 2:
+            raise ValueError(f"window {wh}×{ww} must be even in both axes (shift by half a window)")
+        return self
+
+    @property
+    def in_channels(self) -> int:
+        """Network input per token: noisy tendency, current state, forcings."""
+        return 2 * self.data.n_channels + self.data.n_forcings
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(name_or_path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Load a preset by name (``tiny``, ``small``, ``aeris-1.3b``…) or a YAML path, then apply overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"config {name_or_path!r} not found (presets: {', '.join(presets)})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _merge(raw, overrides or {})
+    try:
+        return ExperimentConfig(**raw)
+    except ValidationError as err:
+        raise ValueError(f"invalid config {path}:\n{err}") from None
+
+
+def load_ds_config(path: str | Path) -> dict:
+    """Read a DeepSpeed JSON, resolving a relative path against the repository when not found locally."""
+    candidate = Path(path)
+    if not candidate.exists() and (REPO_ROOT / candidate).exists():
+        candidate = REPO_ROOT / candidate
+    if not candidate.exists():
+        raise FileNotFoundError(f"DeepSpeed config {path} not found")
+    return json.loads(candidate.read_text())
+
+
+def parse_layout(text: str) -> dict[str, int]:
+    """``"dp=2,pp=2"`` → ``{"dp": 2, "pp": 2}`` (a CLI override of the layout section)."""
+    out: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in ("dp", "pp", "wp", "sp") or not value.isdigit():
+            raise ValueError(f"bad layout item {part!r}: expected dp=N, pp=N, wp=N or sp=N")
+        out[key] = int(value)
+    return out

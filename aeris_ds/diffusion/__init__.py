@@ -1,0 +1,1 @@
+"""TrigFlow diffusion: training targets and samplers."""

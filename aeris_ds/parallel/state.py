@@ -1,0 +1,89 @@
+"""Process groups of a SWiPe layout, in the style of megatron-core's parallel_state.
+
+Every rank creates every group in the same order (torch.distributed requires it), then keeps the ones
+it belongs to. DeepSpeed's own topology is ``["pipe", "data"]`` with data = DP·WP·SP flattened, so
+DeepSpeed averages gradients over the whole weight-replica group; the WP and SP groups are ours.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch.distributed as dist
+from deepspeed.runtime.pipe.topology import ProcessTopology
+
+from aeris_ds.parallel.layout import Layout, WindowGrid
+
+
+@dataclass
+class ParallelState:
+    layout: Layout
+    rank: int
+    pp: int
+    dp: int
+    wp: int
+    sp: int
+    sp_group: dist.ProcessGroup | None
+    window_group: dist.ProcessGroup | None  # WP × SP of one replica and stage
+    replica_group: dist.ProcessGroup | None  # DP × WP × SP of one stage
+
+    @property
+    def window_rank(self) -> int:
+        return self.wp * self.layout.sp + self.sp
+
+    def topology(self) -> ProcessTopology:
+        return ProcessTopology(axes=["pipe", "data"], dims=[self.layout.pp, self.layout.replica])
+
+
+def ensure_dist_env() -> None:
+    """Let a plain ``python -m aeris_ds.train`` run as a world of one without a launcher."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, depth: int) -> None:
+    """Every way a layout can fail to fit, as one clear error before any work starts."""
+    errors = []
+    if layout.world != world:
+        errors.append(f"layout {layout} has {layout.world} ranks but the world has {world}")
+    if heads % layout.sp:
+        errors.append(f"model.heads={heads} is not divisible by SP={layout.sp}")
+    if depth + 2 < layout.pp:
+        errors.append(f"{depth} blocks + embed + head cannot fill PP={layout.pp} stages")
+    if errors:
+        raise ValueError("; ".join(errors))
+    # WindowGrid checks windows over WP and tokens per window over SP.
+    WindowGrid(grid.lat, grid.lon, grid.window, layout.wp, layout.sp, grid.assignment, grid.lat_mode)
+
+
+def init_parallel(layout: Layout) -> ParallelState:
+    """Create the SP, WP×SP and replica groups; torch.distributed must already be initialised."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if layout.world != world:
+        raise ValueError(f"layout {layout} has {layout.world} ranks but the world has {world}")
+    me = layout.coords(rank)
+    groups: dict[str, dist.ProcessGroup | None] = {}
+    for pp in range(layout.pp):
+        for dp in range(layout.dp):
+            window_ranks = [layout.rank(pp, dp, wp, sp) for wp in range(layout.wp) for sp in range(layout.sp)]
+            g = dist.new_group(window_ranks)
+            if rank in window_ranks:
+                groups["window"] = g
+            for wp in range(layout.wp):
+                sp_ranks = [layout.rank(pp, dp, wp, sp) for sp in range(layout.sp)]
+                g = dist.new_group(sp_ranks)
+                if rank in sp_ranks:
+                    groups["sp"] = g
+        replica_ranks = [layout.rank(pp, dp, wp, sp) for dp in range(layout.dp)
+                         for wp in range(layout.wp) for sp in range(layout.sp)]
+        g = dist.new_group(replica_ranks)
+        if rank in replica_ranks:
+            groups["replica"] = g
+    return ParallelState(layout, rank, me["pp"], me["dp"], me["wp"], me["sp"],
+                         groups["sp"], groups["window"], groups["replica"])

@@ -1,0 +1,160 @@
+"""``aeris-ds ingest``: ERA5 GRIB/netCDF as downloaded from the Copernicus CDS → the WB2 zarr schema.
+
+GRIB is read with cfgrib (eccodes from the ``eccodeslib`` wheel). netCDF-4 files (what the CDS
+delivers) need ``h5netcdf`` or ``netCDF4`` installed; netCDF-3 files are read by scipy.
+ECMWF short names become WB2 names, levels become int hPa, latitude ascending, longitude in
+[0, 360). Ensemble files keep a ``number`` dim (time, number, ...) unless one member is selected.
+A new store is written under a temporary name and renamed; an existing store is extended along
+time with only the times it does not have yet (so an interrupted ingest of many files resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from aeris_ds.data import schema
+
+# ECMWF short name -> WB2 name. ``z`` without a level dim is the surface geopotential (orography).
+SHORT_NAMES = {
+    "z": "geopotential",
+    "t": "temperature",
+    "u": "u_component_of_wind",
+    "v": "v_component_of_wind",
+    "q": "specific_humidity",
+    "t2m": "2m_temperature",
+    "u10": "10m_u_component_of_wind",
+    "v10": "10m_v_component_of_wind",
+    "msl": "mean_sea_level_pressure",
+    "sst": "sea_surface_temperature",
+    "sp": "surface_pressure",
+    "lsm": "land_sea_mask",
+}
+_LEVEL_NAMES = ("isobaricInhPa", "pressure_level", "plev", "level")
+_GRIB_SUFFIXES = {".grib", ".grb", ".grib1", ".grib2", ".grb2"}
+
+
+def _open(path: Path) -> list[xr.Dataset]:
+    if path.suffix.lower() in _GRIB_SUFFIXES:
+        import cfgrib
+
+        # One dataset per hypercube (pressure levels and surface fields cannot share one);
+        # indexpath="" keeps cfgrib from writing .idx files next to (possibly read-only) inputs.
+        return cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
+    try:
+        return [xr.open_dataset(path)]
+    except ValueError as err:
+        raise ValueError(f"cannot open {path}: netCDF-4 files need `pip install h5netcdf` "
+                         f"(or netCDF4); xarray said: {err}") from err
+
+
+def _to_schema(ds: xr.Dataset, *, member: int | None, drop_poles: bool) -> xr.Dataset:
+    """Renames, reorients and unit-checks one opened hypercube."""
+    # Time: analyses have step 0, so valid_time is the time; CDS netCDF has valid_time as the dim.
+    if "valid_time" in ds.coords:
+        if "valid_time" not in ds.dims:
+            if "time" in ds.dims:
+                ds = ds.swap_dims({"time": "valid_time"})
+            else:
+                ds = ds.expand_dims("valid_time")
+        ds = ds.drop_vars([c for c in ("time",) if c in ds.coords]).rename({"valid_time": "time"})
+    if "step" in ds.dims:
+        raise ValueError("forecast files (a 'step' dimension) are not supported; ingest analyses")
+    for name in _LEVEL_NAMES:
+        if name in ds.dims and name != "level":
+            ds = ds.rename({name: "level"})
+    if "number" in ds.dims:
+        if member is not None:
+            if member not in ds["number"].values:
+                raise ValueError(f"member {member} not in the file's members {ds['number'].values.tolist()}")
+            ds = ds.sel(number=member)
+    elif member is not None and "number" in ds.coords and int(ds["number"]) != member:
+        raise ValueError(f"member {member} requested but the file holds member {int(ds['number'])}")
+    scalars = [c for c in ds.coords if c not in ds.dims]
+    ds = ds.drop_vars(scalars)
+    if "level" in ds.dims:
+        ds = ds.assign_coords(level=ds["level"].values.astype(np.int64)).sortby("level")
+    lon = ds["longitude"].values % 360.0
+    ds = ds.assign_coords(longitude=lon).sortby("longitude").sortby("latitude")
+    if drop_poles:
+        ds = ds.sel(latitude=ds["latitude"][np.abs(ds["latitude"].values) < 90.0])
+
+    out = {}
+    for short, var in ds.data_vars.items():
+        if short not in SHORT_NAMES:
+            continue
+        name = SHORT_NAMES[short]
+        if short == "z" and "level" not in var.dims:
+            name = "geopotential_at_surface"
+        if name in schema.STATIC and "time" in var.dims:
+            var = var.isel(time=0, drop=True)  # CDS delivers statics with a time axis
+        units = var.attrs.get("units")
+        if not schema.units_match(name, units):
+            raise ValueError(f"variable {short!r} ({name}) has units {units!r}, expected "
+                             f"{schema.UNITS[name]!r}")
+        want = schema.expected_dims(name)
+        if "number" in var.dims:
+            want = (want[0], "number", *want[1:])
+        var = var.transpose(*want).astype(np.float32)
+        var.attrs = {"units": schema.UNITS[name], "long_name": var.attrs.get("long_name", name)}
+        out[name] = var
+    if not out:
+        raise ValueError(f"no known ERA5 variables; found {sorted(map(str, ds.data_vars))}, "
+                         f"known short names {sorted(SHORT_NAMES)}")
+    return xr.Dataset(out)
+
+
+def convert(paths: Iterable[str | os.PathLike], *, member: int | None = None,
+            drop_poles: bool = False) -> xr.Dataset:
+    """Opens ERA5 GRIB/netCDF files and returns one dataset in the WB2 schema, sorted by time."""
+    parts = [
+        _to_schema(ds, member=member, drop_poles=drop_poles)
+        for path in paths for ds in _open(Path(path))
+    ]
+    ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
+    if "time" in ds.dims:
+        ds = ds.sortby("time")
+        _, first = np.unique(ds["time"].values, return_index=True)
+        ds = ds.isel(time=np.sort(first))
+    ds.attrs = {"source": "ERA5 (Copernicus CDS), converted by aeris-ds ingest"}
+    return ds
+
+
+def ingest(
+    paths: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    member: int | None = None,
+    drop_poles: bool = False,
+    times_per_shard: int | None = None,
+) -> Path:
+    """Converts ``paths`` into the store ``out``: written atomically if new, else extended in time."""
+    out = Path(out)
+    ds = convert(paths, member=member, drop_poles=drop_poles)
+    schema.validate_store(ds, list(ds.data_vars))
+    if out.exists():
+        last = schema.open_store(out)["time"].values[-1]
+        ds = ds.sel(time=ds["time"] > last)
+        if ds.sizes["time"] == 0:
+            return out
+        return schema.write_store(ds, out, append=True)
+    return schema.write_store(ds.load(), out, times_per_shard=times_per_shard)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``aeris-ds ingest FILE... --out STORE [--member N] [--drop-poles]``."""
+    p = argparse.ArgumentParser(prog="aeris-ds ingest", description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+", type=Path, help="ERA5 GRIB (.grib/.grb) or netCDF (.nc) files")
+    p.add_argument("--out", required=True, type=Path, help="zarr store to create or extend")
+    p.add_argument("--member", type=int, default=None,
+                   help="select one ensemble member (default: keep the 'number' dim)")
+    p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
+    p.add_argument("--times-per-shard", type=int, default=None)
+    a = p.parse_args(argv)
+    path = ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, times_per_shard=a.times_per_shard)
+    print(path)

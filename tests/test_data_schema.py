@@ -1,0 +1,80 @@
+"""WB2 schema: sharded zarr v3 round trip, append, and validate_store error messages."""
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from aeris_ds.data import schema
+
+
+def _dataset(n_time: int = 8, start: str = "2020-01-01T00") -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    time = np.datetime64(start, "ns") + np.arange(n_time) * np.timedelta64(6, "h")
+    lat, lon = np.linspace(-90, 90, 19), np.arange(0, 360, 10.0)
+    return xr.Dataset(
+        {
+            "temperature": (schema.ATMOSPHERIC_DIMS, rng.standard_normal((n_time, 2, 19, 36), np.float32)),
+            "2m_temperature": (schema.SURFACE_DIMS, rng.standard_normal((n_time, 19, 36), np.float32)),
+            "land_sea_mask": (schema.STATIC_DIMS, rng.random((19, 36), np.float32)),
+        },
+        coords={"time": time, "level": np.array([500, 850]), "latitude": lat, "longitude": lon},
+        attrs={"title": "test"},
+    )
+
+
+def test_data_schema_round_trip_chunks_and_shards(tmp_path):
+    ds = _dataset()
+    path = schema.write_store(ds, tmp_path / "s.zarr", times_per_shard=4)
+    back = schema.open_store(path).load()
+    xr.testing.assert_identical(back.drop_encoding(), ds)
+    t = zarr.open_array(str(path / "temperature"))
+    assert t.metadata.zarr_format == 3
+    assert t.chunks == (1, 2, 8, 16)  # one time, all levels, an 8×16 lat/lon block
+    assert t.shards == (4, 2, 24, 48)  # four times × the whole field (rounded up to whole chunks)
+    assert zarr.open_array(str(path / "land_sea_mask")).chunks == (8, 16)
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary store was renamed away
+
+
+def test_data_schema_append_and_refuse_overwrite(tmp_path):
+    ds = _dataset(8)
+    path = schema.write_store(ds.isel(time=slice(0, 3)), tmp_path / "s.zarr", times_per_shard=4)
+    schema.write_store(ds.isel(time=slice(3, 8)), path, append=True)
+    back = schema.open_store(path).load()
+    xr.testing.assert_identical(back.drop_encoding(), ds)
+    with pytest.raises(ValueError, match="not after"):
+        schema.write_store(ds.isel(time=slice(6, 8)), path, append=True)
+    with pytest.raises(FileExistsError):
+        schema.write_store(ds, path)
+
+
+def test_data_schema_block_read_touches_one_inner_chunk(tmp_path):
+    path = schema.write_store(_dataset(), tmp_path / "s.zarr", times_per_shard=8)
+    arr = zarr.open_array(str(path / "temperature"))
+    np.testing.assert_array_equal(arr[5, :, 8:16, 16:32], _dataset()["temperature"].values[5, :, 8:16, 16:32])
+    assert len(list((path / "temperature").rglob("c/*/*/*/*"))) == 1  # one shard file holds it all
+
+
+@pytest.mark.parametrize(
+    ("mutate", "variables", "levels", "culprit"),
+    [
+        (lambda d: d.drop_vars("2m_temperature"), ["temperature", "2m_temperature"], [], "2m_temperature"),
+        (lambda d: d, ["temperature"], [500, 300], r"\[300\]"),
+        (lambda d: d.assign(temperature=d["temperature"].transpose("time", "latitude", "level", "longitude")),
+         ["temperature"], [], "temperature.*dims"),
+        (lambda d: d.isel(latitude=slice(None, None, -1)), ["temperature"], [], "latitude"),
+        (lambda d: d.isel(time=[0, 1, 2, 4, 5]), ["temperature"], [], "2020-01-01T12.* -> 2020-01-02T00"),
+        (lambda d: d.assign_coords(longitude=d.longitude - 180), ["temperature"], [], "longitude"),
+    ],
+    ids=["missing_variable", "missing_level", "wrong_dims", "descending_lat", "time_gap", "lon_range"],
+)
+def test_data_validate_store_names_the_culprit(mutate, variables, levels, culprit):
+    ds = _dataset()
+    schema.validate_store(ds, ["temperature", "2m_temperature", "land_sea_mask"], [500, 850])
+    with pytest.raises(ValueError, match=culprit):
+        schema.validate_store(mutate(ds), variables, levels)
+
+
+def test_data_validate_store_unknown_variable():
+    with pytest.raises(ValueError, match="not a WeatherBench2"):
+        schema.validate_store(_dataset().rename(temperature="tmp"), ["tmp"], [])

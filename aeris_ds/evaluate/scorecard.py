@@ -93,7 +93,7 @@ def score(forecast: xr.Dataset, truth: xr.Dataset, climatology: xr.Dataset, *,
     clim_at_valid = clim_fc.isel({MEMBER: 0}, drop=True)
     systems = {
         "forecast": forecast.load(),
-        "persistence": persistence(truth, forecast[TIME].values, forecast[LEAD].values),
+        "persistence": persistence(truth, forecast[TIME].values, forecast[LEAD].values).load(),
         "climatology": clim_fc,
     }
     stacked, definitions = [], {}
@@ -214,7 +214,8 @@ def stability_report(forecast: xr.Dataset, truth: xr.Dataset, *, weighting: Weig
     ``BLOW_UP_STD_RATIO`` or any value is non-finite, and smoothing where the high-wavenumber power
     ratio drops below ``SMOOTHING_POWER_RATIO``. Forecast statistics average over members and inits.
     """
-    aligned = align_truth(truth[list(forecast.data_vars)], forecast)
+    forecast = forecast.load()
+    aligned = align_truth(truth[list(forecast.data_vars)], forecast).load()
     reduce_fc = [d for d in (TIME, MEMBER) if d in forecast.dims]
     diagnostics, flags = {}, []
     for name in forecast.data_vars:

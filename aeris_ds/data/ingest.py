@@ -116,7 +116,7 @@ def convert(paths: Iterable[str | os.PathLike], *, member: int | None = None,
         _to_schema(ds, member=member, drop_poles=drop_poles)
         for path in paths for ds in _open(Path(path))
     ]
-    ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
+    ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="override")
     if "time" in ds.dims:
         ds = ds.sortby("time")
         _, first = np.unique(ds["time"].values, return_index=True)
@@ -156,5 +156,5 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
     p.add_argument("--times-per-shard", type=int, default=None)
     a = p.parse_args(argv)
-    path = ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, times_per_shard=a.times_per_shard)
-    print(path)
+    print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles,
+                 times_per_shard=a.times_per_shard))

@@ -1,0 +1,80 @@
+"""ERA5 ingest on the real 10-member EDA GRIB sample, checked against eccodes reading it directly."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from aeris_ds.data import ingest, schema
+
+
+def _eccodes_messages(path, count):
+    """(shortName, level, member, time, field north->south) for the first ``count`` messages."""
+    import eccodes
+
+    out = []
+    with open(path, "rb") as f:
+        while len(out) < count:
+            gid = eccodes.codes_grib_new_from_file(f)
+            if gid is None:
+                break
+            try:
+                date, hhmm = eccodes.codes_get(gid, "dataDate"), eccodes.codes_get(gid, "dataTime")
+                time = np.datetime64(f"{str(date)[:4]}-{str(date)[4:6]}-{str(date)[6:]}T{hhmm // 100:02d}", "ns")
+                ni, nj = eccodes.codes_get(gid, "Ni"), eccodes.codes_get(gid, "Nj")
+                values = eccodes.codes_get_values(gid).reshape(nj, ni)
+                out.append((eccodes.codes_get(gid, "shortName"), eccodes.codes_get(gid, "level"),
+                            eccodes.codes_get(gid, "number"), time, values,
+                            eccodes.codes_get(gid, "latitudeOfFirstGridPointInDegrees")))
+            finally:
+                eccodes.codes_release(gid)
+    return out
+
+
+def test_data_ingest_grib_matches_eccodes(era5_grib_path, tmp_path):
+    store = ingest.ingest([era5_grib_path], tmp_path / "era5.zarr")
+    ds = schema.open_store(store)
+    schema.validate_store(ds, ["geopotential", "temperature"], [500, 850])
+    assert ds["geopotential"].dims == ("time", "number", "level", "latitude", "longitude")
+    assert ds["level"].dtype == np.int64 and ds["level"].values.tolist() == [500, 850]
+    assert ds.sizes["number"] == 10 and ds.sizes["latitude"] == 61 and ds.sizes["time"] == 4
+    assert ds["latitude"].values[0] == -90.0 and np.all(np.diff(ds["latitude"].values) > 0)
+    names = {"z": "geopotential", "t": "temperature"}
+    messages = _eccodes_messages(era5_grib_path, 200)
+    picks = messages[::37]
+    assert {m[0] for m in picks} == {"z", "t"} and len(picks) >= 5
+    for short, level, number, time, values, lat0 in picks:
+        assert lat0 == 90.0  # GRIB scans north -> south; the store is south -> north
+        got = ds[names[short]].sel(time=time, number=number, level=level).values
+        np.testing.assert_array_equal(got, values[::-1].astype(np.float32))
+        assert ds[names[short]].attrs["units"] == schema.UNITS[names[short]]
+
+
+def test_data_ingest_member_drop_poles_and_resume(era5_grib_path, tmp_path):
+    one = ingest.convert([era5_grib_path], member=3, drop_poles=True)
+    assert one["temperature"].dims == schema.ATMOSPHERIC_DIMS
+    assert one.sizes["latitude"] == 59 and np.abs(one["latitude"]).max() == 87.0
+    full = ingest.convert([era5_grib_path])
+    np.testing.assert_array_equal(one["temperature"].values,
+                                  full["temperature"].sel(number=3).values[:, :, 1:-1])
+    # An interrupted ingest holding the first two times is completed by re-running it.
+    path = schema.write_store(one.isel(time=slice(0, 2)), tmp_path / "m3.zarr")
+    ingest.ingest([era5_grib_path], path, member=3, drop_poles=True)
+    xr.testing.assert_equal(schema.open_store(path).load(), one)
+    with pytest.raises(ValueError, match="member 12"):
+        ingest.convert([era5_grib_path], member=12)
+
+
+def test_data_ingest_units_mismatch_names_variable(era5_grib_path, tmp_path):
+    import cfgrib
+
+    [raw] = cfgrib.open_datasets(str(era5_grib_path), backend_kwargs={"indexpath": ""})
+    raw["t"].attrs["units"] = "degC"
+    with pytest.raises(ValueError, match=r"'t' \(temperature\) has units 'degC'"):
+        ingest._to_schema(raw, member=None, drop_poles=False)
+
+
+def test_data_ingest_netcdf_twin_matches_grib(era5_grib_path, era5_nc_path):
+    pytest.importorskip("h5netcdf", reason="netCDF-4 input needs the h5netcdf extra")
+    from_nc = ingest.convert([era5_nc_path])
+    from_grib = ingest.convert([era5_grib_path])
+    xr.testing.assert_allclose(from_nc, from_grib)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +27,9 @@ def toy_step(state: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tens
 
 
 def to_physical(state: torch.Tensor) -> dict[str, np.ndarray]:
-    return {
-        "temperature": (250.0 + 10.0 * state[:, :2]).numpy(),
-        "2m_temperature": (280.0 + 5.0 * state[:, 2]).numpy(),
-    }
+    """De-normalize in numpy, so the fields are numpy allocations that tracemalloc sees."""
+    x = state.numpy()
+    return {"temperature": 250.0 + 10.0 * x[:, :2], "2m_temperature": 280.0 + 5.0 * x[:, 2]}
 
 
 def make_store(path: Path, n_leads: int, members: int = 3, grid: tuple[int, int] = (4, 8)) -> ForecastStore:
@@ -176,19 +176,24 @@ def test_rollout_nan_names_init_member_step(tmp_path: Path) -> None:
 
 
 def test_rollout_memory_does_not_grow_with_steps(tmp_path: Path) -> None:
-    grid = (32, 64)
+    grid = (16, 32)
 
-    def peak(n_steps: int) -> int:
+    def peak(n_steps: int) -> tuple[int, int]:
+        """tracemalloc peak (numpy fields) and live tensors left behind (torch states)."""
         store = make_store(tmp_path / f"m{n_steps}.zarr", n_steps, members=2, grid=grid)
+        gc.collect()
+        tensors_before = sum(type(o) is torch.Tensor for o in gc.get_objects())
         tracemalloc.start()
         rollout(toy_step, init_state(2, grid), n_steps, store, 0, [0, 1], to_physical, SEED, progress=False)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        return top
+        gc.collect()
+        return top, sum(type(o) is torch.Tensor for o in gc.get_objects()) - tensors_before
 
-    short, long = peak(3), peak(30)
-    slab_bytes = 2 * 3 * grid[0] * grid[1] * 4  # two members, three float32 fields per step
-    assert long - short < 3 * slab_bytes, (short, long)  # holding 27 extra steps would add 27 slabs
+    (short, short_tensors), (long, long_tensors) = peak(3), peak(20)
+    slab_bytes = 2 * 3 * grid[0] * grid[1] * 8  # two members, three float64 fields per step
+    assert long - short < 3 * slab_bytes, (short, long)  # holding 17 extra steps would add 17 slabs
+    assert long_tensors == short_tensors == 0
 
 
 def test_forecast_store_rejects_bad_slabs(tmp_path: Path) -> None:

@@ -193,16 +193,14 @@ def _band_power(spectrum: xr.DataArray, band: str) -> xr.DataArray:
 def _first_lead_flags(kind: str, name: str, mask: xr.DataArray, value: xr.DataArray, label: str) -> list[str]:
     """One flag per (variable, level): the first lead where ``mask`` holds, with the offending value."""
     flags = []
-    others = [d for d in mask.dims if d != LEAD]
-    stacked = mask.stack(_key=others) if others else mask.expand_dims(_key=[None])
-    values = value.stack(_key=others) if others else value.expand_dims(_key=[None])
-    for i in range(stacked.sizes["_key"]):
-        hits = np.flatnonzero(stacked.isel(_key=i).values)
+    for level in mask[LEVEL].values if LEVEL in mask.dims else [None]:
+        at = {} if level is None else {LEVEL: level}
+        hits = np.flatnonzero(mask.sel(at).values)
         if hits.size:
-            lead = stacked[LEAD].values[hits[0]] / np.timedelta64(1, "h")
-            where = "" if not others else f" level {stacked['_key'].values[i]}"
+            lead = mask[LEAD].values[hits[0]] / np.timedelta64(1, "h")
+            where = "" if level is None else f" level {level:g}"
             flags.append(f"{kind}: {name}{where} from lead {lead:g} h ({label} "
-                         f"{float(values.isel(_key=i).values[hits[0]]):.3g})")
+                         f"{float(value.sel(at).values[hits[0]]):.3g})")
     return flags
 
 

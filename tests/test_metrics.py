@@ -156,6 +156,9 @@ def test_metric_spectrum_parseval(weighting):
     band = metrics.zonal_power_spectrum(fc.temperature, lat_band=(-30, 30))
     assert band.dims == ("prediction_timedelta", "level", "wavenumber")
     assert "latitudes -30..30" in band.attrs["definition"]
+    rows = slice(2, 5)  # -30, 0, 30 with their full-grid cell areas (edges at ±45, not ±90)
+    x_band, w_band = x[..., rows, :], latitude_weights(fc.latitude).values[rows][:, None]
+    np.testing.assert_allclose(band.sum("wavenumber").values, _spatial(x_band**2, w_band).mean((0, 2)))
 
 
 def test_metric_era5_members_against_references(era5_case):

@@ -165,18 +165,20 @@ def zonal_power_spectrum(field: T, *, weighting: Weighting = "area",
     wavenumber, so sum_k P_k equals the zonal mean of x^2 (Parseval) and sum_{k>=1} P_k the zonal variance.
     Rows are then averaged with latitude weights, and ``mean_dims`` present (init time, member) averaged.
     """
+    weights = latitude_weights(field["latitude"], weighting)  # on the full grid: band edges stay true
     if lat_band is not None:
         lo, hi = sorted(lat_band)
-        field = field.where((field.latitude >= lo) & (field.latitude <= hi), drop=True)
-        if field.sizes["latitude"] < 2:
-            raise ValueError(f"latitude band {lat_band} holds fewer than 2 latitude rows")
+        rows = (field.latitude >= lo) & (field.latitude <= hi)
+        if int(rows.sum()) < 1:
+            raise ValueError(f"latitude band {lat_band} holds no latitude rows")
+        field, weights = field.sel(latitude=rows), weights.sel(latitude=rows.values)
     n = field.sizes[LONGITUDE]
     k = np.arange(n // 2 + 1)
     factor = np.where((k == 0) | ((n % 2 == 0) & (k == n // 2)), 1.0, 2.0)
     power = xr.apply_ufunc(lambda a: np.abs(np.fft.rfft(a, axis=-1)) ** 2 / n**2, field,
                            input_core_dims=[[LONGITUDE]], output_core_dims=[["wavenumber"]])
     power = (power * xr.DataArray(factor, dims="wavenumber")).assign_coords(wavenumber=k)
-    power = power.weighted(latitude_weights(field["latitude"], weighting)).mean("latitude", skipna=False)
+    power = (power * weights).sum("latitude", skipna=False) / weights.sum()
     power = power.mean([d for d in mean_dims if d in power.dims], skipna=False)
     band = "global" if lat_band is None else f"latitudes {lat_band[0]}..{lat_band[1]}"
     return _labelled(power, "zonal power spectrum: |rfft along longitude|^2/N^2, doubled except k=0 and "

@@ -69,6 +69,8 @@ def latitude_weights(latitude: xr.DataArray | np.ndarray, weighting: Weighting =
 
 def spatial_mean(x: xr.Dataset | xr.DataArray, weighting: Weighting = "area",
                  ) -> xr.Dataset | xr.DataArray:
-    """Latitude-weighted mean over latitude and longitude (default ``"area"`` weights); NaN propagates."""
-    w = latitude_weights(x["latitude"], weighting)
-    return x.weighted(w).mean(SPATIAL_DIMS, skipna=False)
+    """Latitude-weighted mean over latitude and longitude (default ``"area"`` weights); NaN propagates.
+
+    The weights have mean 1 over the rows, so the weighted mean is the plain mean of ``w * x``.
+    """
+    return (x * latitude_weights(x["latitude"], weighting)).mean(SPATIAL_DIMS, skipna=False)

@@ -47,7 +47,9 @@ class ForecastStore:
             for name, var in ds.data_vars.items()
             if var.dims[:3] == FORECAST_DIMS
         }
+        self._arrays = {name: group[name] for name in self.variables}  # opening reads metadata: once
         self._progress = group[PROGRESS]
+        self._state = group[f"{STATE_GROUP}/{STATE_ARRAY}"] if STATE_GROUP in group else None
 
     @classmethod
     def create(
@@ -112,7 +114,7 @@ class ForecastStore:
         if set(fields) != set(self.variables):
             raise ValueError(f"slab needs exactly variables {sorted(self.variables)}, got {sorted(fields)}")
         for name, value in fields.items():
-            arr = self._group[name]
+            arr = self._arrays[name]
             value = np.asarray(value, dtype=np.float32)
             if value.shape != arr.shape[3:]:
                 raise ValueError(f"{name}: slab shape {value.shape} != store slab shape {arr.shape[3:]}")
@@ -131,26 +133,29 @@ class ForecastStore:
     def ensure_state(self, shape: tuple[int, ...], dtype: np.dtype | str) -> None:
         """Create the lossless resume-state array for per-member states of ``shape``, or check it."""
         full = (len(self.init_times), self.members, 2, *shape)
-        if STATE_GROUP in self._group:
-            arr = self._group[f"{STATE_GROUP}/{STATE_ARRAY}"]
-            if arr.shape != full or arr.dtype != np.dtype(dtype):
-                raise ValueError(
-                    f"{self.path}: stored resume state is {arr.shape[3:]} {arr.dtype}, "
-                    f"this rollout's state is {shape} {np.dtype(dtype)}"
-                )
-            return
-        self._group.create_group(STATE_GROUP).create_array(
-            STATE_ARRAY, shape=full, chunks=(1, 1, 1, *shape), dtype=dtype, fill_value=0
-        )
-        zarr.consolidate_metadata(self.path, zarr_format=2)
+        if self._state is None:
+            self._state = self._group.create_group(STATE_GROUP).create_array(
+                STATE_ARRAY, shape=full, chunks=(1, 1, 1, *shape), dtype=dtype, fill_value=0
+            )
+            zarr.consolidate_metadata(self.path, zarr_format=2)
+        elif self._state.shape != full or self._state.dtype != np.dtype(dtype):
+            raise ValueError(
+                f"{self.path}: stored resume state is {self._state.shape[3:]} {self._state.dtype}, "
+                f"this rollout's state is {shape} {np.dtype(dtype)}"
+            )
 
     def save_state(self, init_idx: int, member: int, step: int, state: np.ndarray) -> None:
         """Keep the model state after ``step`` (slot step % 2); call before ``mark_complete``."""
-        self._group[f"{STATE_GROUP}/{STATE_ARRAY}"][init_idx, member, step % 2] = state
+        self._state_array()[init_idx, member, step % 2] = state
 
     def load_state(self, init_idx: int, member: int, step: int) -> np.ndarray:
         """The model state saved after ``step`` (valid for step == completed(init_idx, member))."""
-        return self._group[f"{STATE_GROUP}/{STATE_ARRAY}"][init_idx, member, step % 2]
+        return self._state_array()[init_idx, member, step % 2]
+
+    def _state_array(self) -> zarr.Array:
+        if self._state is None:
+            raise RuntimeError(f"{self.path} has no resume-state array: call ensure_state first")
+        return self._state
 
     def _check_index(self, init_idx: int, lead_idx: int, member: int) -> None:
         for what, i, n in (("init", init_idx, len(self.init_times)), ("lead", lead_idx, len(self.leads)),

@@ -19,7 +19,8 @@ def _eccodes_messages(path, count):
                 break
             try:
                 date, hhmm = eccodes.codes_get(gid, "dataDate"), eccodes.codes_get(gid, "dataTime")
-                time = np.datetime64(f"{str(date)[:4]}-{str(date)[4:6]}-{str(date)[6:]}T{hhmm // 100:02d}", "ns")
+                iso = f"{str(date)[:4]}-{str(date)[4:6]}-{str(date)[6:]}T{hhmm // 100:02d}"
+                time = np.datetime64(iso, "ns")
                 ni, nj = eccodes.codes_get(gid, "Ni"), eccodes.codes_get(gid, "Nj")
                 values = eccodes.codes_get_values(gid).reshape(nj, ni)
                 out.append((eccodes.codes_get(gid, "shortName"), eccodes.codes_get(gid, "level"),

@@ -61,6 +61,7 @@ def _from_numpy(a: np.ndarray, like: Tensor) -> Tensor:
     return t.view(torch.bfloat16) if like.dtype == torch.bfloat16 else t
 
 
+@torch.no_grad()  # a step's autograd graph would chain every step to the next and grow with lead time
 def rollout(
     step_fn: StepFn,
     init_state: Tensor,

@@ -66,6 +66,7 @@ class DataConfig(Strict):
     train_split: str = "train"
     forcings: list[Literal["toa_solar", "statics", "time"]] = ["toa_solar", "time"]
     workers: int = Field(1, ge=0, description="prefetch worker processes per rank")
+    preload: bool = Field(False, description="hold this rank's block of the training split in memory")
 
     @property
     def channel_names(self) -> list[str]:
@@ -158,7 +159,7 @@ def _merge(base: dict, override: dict) -> dict:
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     """Load a preset by name (``tiny``, ``small``, ``aeris-1.3b``…) or a YAML path, then apply overrides."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

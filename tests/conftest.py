@@ -12,6 +12,9 @@ import pytest
 
 # Real ERA5 samples ship inside the cfgrib source distribution; fetch it once from the package
 # registry into a cache outside the repository.
+# DeepSpeed JIT-builds a CPU comm op on first init: keep the build inside the venv so it happens once.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 CACHE = Path(os.environ.get("AERIS_TEST_CACHE", Path.home() / ".cache" / "aeris-ds-tests"))
 CFGRIB_SDIST = "cfgrib==0.9.15.1"
 
@@ -46,3 +49,17 @@ def era5_grib_path() -> Path:
 def era5_nc_path() -> Path:
     """The netCDF twin of ``era5-levels-members.grib``."""
     return _fetch_cfgrib_sample("era5-levels-members.nc")
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A 16×32 synthetic store in the WeatherBench2 schema, with its normalization stats."""
+    from aeris_ds.config import load_config
+    from aeris_ds.data.source import WeatherSource
+    from aeris_ds.data.stats import compute_stats, save_stats
+    from aeris_ds.data.synthetic import synthetic_store
+
+    path = synthetic_store(tmp_path_factory.mktemp("data") / "tiny.zarr")
+    cfg = load_config("tiny")
+    save_stats(compute_stats(WeatherSource(path, cfg.data, "train"), progress=False), path)
+    return path

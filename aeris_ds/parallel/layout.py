@@ -71,7 +71,7 @@ class WindowGrid:
         if (wh * ww) % self.sp:
             raise ValueError(f"{wh * ww} tokens per window cannot be split evenly over SP={self.sp} ranks")
         if self.assignment == "blocks":
-            self.block_shape  # validates
+            _ = self.block_shape  # raises when the window grid cannot be cut into WP blocks
 
     @property
     def n_tokens(self) -> int:

@@ -1,0 +1,129 @@
+"""Training examples for one rank: its tokens of each sample, noised with a per-sample seeded RNG.
+
+The first pipeline stage needs the noisy input, the last the velocity target; both build the same
+micro-batches here from (seed, epoch, sample), so they see the same noise without communicating. A rank
+reads only the lat/lon block of its own windows (its 1/SP slice) and returns them in window-major order.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from aeris_ds.config import ExperimentConfig
+from aeris_ds.data.forcings import Forcings
+from aeris_ds.data.source import WeatherSource
+from aeris_ds.data.stats import Stats
+from aeris_ds.diffusion.trigflow import noisy_input, sample_time, velocity_target
+from aeris_ds.parallel.layout import WindowGrid
+
+
+def channel_weights(cfg: ExperimentConfig) -> np.ndarray:
+    """Loss weight per channel: pressure-proportional per level (mean 1) × per-variable weight."""
+    d = cfg.data
+    levels = np.array(d.levels, dtype=np.float64)
+    lev_w = levels / levels.mean() if cfg.diffusion.level_weighting == "pressure" else np.ones_like(levels)
+    w = [lev_w * cfg.diffusion.variable_weights.get(v, 1.0) for v in d.atmospheric]
+    w += [np.array([cfg.diffusion.variable_weights.get(v, 1.0)]) for v in d.surface]
+    return np.concatenate(w).astype(np.float32) if w else np.zeros(0, np.float32)
+
+
+class TrainingExamples:
+    """Samples of one rank's share of the grid: state, forcings, TrigFlow noise and target, loss weights."""
+
+    def __init__(self, source: WeatherSource, stats: Stats, cfg: ExperimentConfig, grid: WindowGrid,
+                 wp: int, sp: int, seed: int):
+        self.source, self.cfg, self.seed = source, cfg, seed
+        self.mean, self.std, self.tend_std = (a[:, None] for a in stats.arrays())
+        self.rows, self.cols, self.take = grid.read_block(wp, sp)
+        if cfg.data.preload:
+            source.preload(self.rows, self.cols)
+        self.forcings = Forcings(source, cfg.data.forcings, self.rows, self.cols)
+        # Loss weights of this rank's tokens, normalised by the weight sum of a whole sample and scaled by
+        # WP·SP: DeepSpeed then averages over DP·WP·SP and the result is the single-process loss.
+        lat = np.cos(np.deg2rad(source.lat))
+        lat_w = lat / lat.mean()
+        ch_w = channel_weights(cfg)
+        w_full = lat_w.sum() * len(source.lon) * ch_w.sum()
+        rows_w = np.repeat(lat_w[self.rows], len(self.cols))[self.take]
+        self.weight = (rows_w[:, None] * ch_w[None, :] * (grid.wp * grid.sp) / w_full).astype(np.float32)
+
+    def tokens(self, block: np.ndarray) -> np.ndarray:
+        """[C, rows, cols] block → [T_home, C] in window-major order."""
+        return block.reshape(block.shape[0], -1)[:, self.take].T
+
+    def state(self, t: int) -> np.ndarray:
+        """Normalised state at time index t, [C, rows, cols]."""
+        return (self.source.read(t, self.rows, self.cols) - self.mean[:, :, None]) / self.std[:, :, None]
+
+    def example(self, sample: int, epoch: int) -> tuple[np.ndarray, float, np.ndarray]:
+        """(network input [T, C_in], diffusion time t, velocity target [T, C])."""
+        src = self.source
+        t0 = src.time_index(sample)
+        x = src.read(t0, self.rows, self.cols)
+        y = src.read(t0 + src.lead_steps, self.rows, self.cols)
+        state = (x - self.mean[:, :, None]) / self.std[:, :, None]
+        x0 = (y - x) / self.tend_std[:, :, None]
+        rng = np.random.default_rng([self.seed, epoch, sample])
+        t = sample_time(rng, self.cfg.diffusion.sigma_min, self.cfg.diffusion.sigma_max, self.cfg.diffusion.sigma_d)
+        z = self.noise(epoch, sample, x0.shape[0])
+        sd = self.cfg.diffusion.sigma_d
+        x_t = noisy_input(x0, z, t, sd)
+        forcing = self.forcings(t0 + src.lead_steps)
+        net_in = np.concatenate([x_t, state, forcing], axis=0)
+        return self.tokens(net_in), t, self.tokens(velocity_target(x0, z, t, sd))
+
+    def noise(self, epoch: int, sample: int, channels: int) -> np.ndarray:
+        """Gaussian noise of this rank's block, drawn row by row from (seed, epoch, sample, row), so any
+        split of the grid over ranks sees exactly the noise of the whole field."""
+        n_lon = len(self.source.lon)
+        rows = [np.random.default_rng([self.seed, epoch, sample, 1 + int(r)])
+                .standard_normal((channels, n_lon), dtype=np.float32)[:, self.cols] for r in self.rows]
+        return np.stack(rows, axis=1)
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Item k = the k-th micro-batch of this DP rank: ((input, t), (target, weight)).
+
+    Step s uses positions [s·G, (s+1)·G) of an endless stream of epochs (G = global batch in distinct
+    samples); DP rank d takes its contiguous share, cut into accumulation micro-batches.
+    """
+
+    def __init__(self, examples: TrainingExamples, micro: int, accumulation: int, dp: int, dp_rank: int,
+                 dtype: torch.dtype = torch.float32):
+        self.ex, self.micro, self.acc, self.dp, self.dp_rank, self.dtype = (
+            examples, micro, accumulation, dp, dp_rank, dtype)
+        if examples.source.n_samples < 1:
+            raise ValueError(f"no training samples in {examples.source.path}")
+
+    def __len__(self) -> int:
+        return 2**62
+
+    @lru_cache(maxsize=2)  # noqa: B019 - one permutation per epoch, two live at an epoch boundary
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.ex.seed, epoch, 7]).permutation(self.ex.source.n_samples)
+
+    def samples(self, k: int) -> list[tuple[int, int]]:
+        step, m = divmod(k, self.acc)
+        global_batch = self.micro * self.acc * self.dp
+        base = step * global_batch + self.dp_rank * self.micro * self.acc + m * self.micro
+        n = self.ex.source.n_samples
+        return [(int(self._order(p // n)[p % n]), p // n) for p in range(base, base + self.micro)]
+
+    def __getitem__(self, k: int):
+        xs, ts, vs = zip(*(self.ex.example(s, e) for s, e in self.samples(k)))
+        x = torch.from_numpy(np.stack(xs)).to(self.dtype)
+        t = torch.tensor(ts, dtype=torch.float32).to(self.dtype)
+        v = torch.from_numpy(np.stack(vs))
+        w = torch.from_numpy(self.ex.weight / self.micro).expand(len(xs), -1, -1).contiguous()
+        return (x, t), (v, w)
+
+
+def micro_batch_loader(batches: MicroBatches, start: int, workers: int) -> torch.utils.data.DataLoader:
+    """Micro-batches from index ``start`` on, prefetched by worker processes."""
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(start, len(batches)), num_workers=workers,
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )

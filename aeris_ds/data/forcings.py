@@ -1,0 +1,46 @@
+"""Known-in-advance inputs of a step: top-of-atmosphere solar radiation, static fields, time of day/year."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aeris_ds.data import solar
+from aeris_ds.data.source import WeatherSource
+
+
+class Forcings:
+    """[F, rows, cols] forcings at a time index, for one rank's block, in the config's order."""
+
+    def __init__(self, source: WeatherSource, names: list[str], rows: np.ndarray, cols: np.ndarray):
+        self.source, self.names = source, names
+        self.lat, self.lon = source.lat[rows], source.lon[cols]
+        self.statics = None
+        if "statics" in names:
+            every_row, every_col = np.arange(len(source.lat)), np.arange(len(source.lon))
+            fields = []
+            for name in ("geopotential_at_surface", "land_sea_mask"):
+                whole = source.static(name, every_row, every_col)  # normalise by the whole field, not the block
+                fields.append((whole[np.ix_(rows, cols)] - whole.mean()) / (whole.std() or 1.0))
+            self.statics = np.stack(fields)
+
+    def __call__(self, t: int) -> np.ndarray:
+        time = self.source.times[t]
+        shape = (len(self.lat), len(self.lon))
+        out = []
+        for name in self.names:
+            if name == "toa_solar":
+                flux = solar.toa_incident_solar_radiation(np.array([time]), self.lat, self.lon)[0]
+                out.append((flux / solar.SOLAR_CONSTANT)[None])
+            elif name == "statics":
+                out.append(self.statics)
+            else:  # "time": phase of the year and of the day
+                out.append(np.broadcast_to(time_encoding(time)[:, None, None], (4, *shape)))
+        return np.concatenate(out, axis=0).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+
+
+def time_encoding(time: np.datetime64) -> np.ndarray:
+    """sin/cos of the fraction of the year and of the (UTC) day."""
+    days = (time - time.astype("datetime64[Y]")) / np.timedelta64(1, "D")
+    hours = (time - time.astype("datetime64[D]")) / np.timedelta64(1, "h")
+    year, day = 2 * np.pi * days / 365.2425, 2 * np.pi * hours / 24
+    return np.array([np.sin(year), np.cos(year), np.sin(day), np.cos(day)], dtype=np.float32)

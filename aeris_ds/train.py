@@ -1,0 +1,275 @@
+"""Train the AERIS Swin diffusion transformer with DeepSpeed, on any SWiPe layout.
+
+    deepspeed --num_gpus 4 -m aeris_ds.train --config small --deepspeed_config ds_configs/zero1_fp32.json
+    torchrun --nproc_per_node 4 -m aeris_ds.train --config small --layout wp=2,sp=2
+
+One process is the layout DP = PP = WP = SP = 1 of the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
+from tqdm import tqdm
+
+from aeris_ds import checkpoint
+from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
+from aeris_ds.data.examples import MicroBatches, TrainingExamples, micro_batch_loader
+from aeris_ds.data.source import WeatherSource
+from aeris_ds.data.stats import load_stats
+from aeris_ds.ema import EMA
+from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
+from aeris_ds.parallel.layout import WindowGrid
+from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
+from aeris_ds.parallel.router import WindowRouting
+from aeris_ds.parallel.state import ensure_dist_env, init_parallel, validate_layout
+from aeris_ds.weights import gather_weights, save_weights
+
+
+def weighted_mse(pred: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Σ w·(F − v)²; the weights already carry every normalisation (see TrainingExamples)."""
+    target, weight = labels
+    return (weight * (pred.float() - target) ** 2).sum()
+
+
+def batch_sizes(ds_config: dict, replica: int, dp: int) -> tuple[int, int]:
+    """(micro, accumulation) in distinct samples per DP rank; sets DeepSpeed's own train_batch_size.
+
+    DeepSpeed counts micro × accumulation × (DP·WP·SP) because its data axis holds the WP and SP ranks
+    too; they share samples, so the distinct global batch is micro × accumulation × DP.
+    """
+    micro = int(ds_config.get("train_micro_batch_size_per_gpu", 1))
+    acc = int(ds_config.get("gradient_accumulation_steps", 1))
+    given = ds_config.get("train_batch_size")
+    if given is not None and given != micro * acc * dp:
+        raise ValueError(f"train_batch_size={given} must equal micro {micro} × accumulation {acc} × DP {dp} "
+                         "(distinct samples; WP and SP ranks share samples)")
+    ds_config["train_batch_size"] = micro * acc * replica
+    return micro, acc
+
+
+def check_engine(cfg: ExperimentConfig, ds_config: dict, pipeline: bool) -> None:
+    stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    if pipeline and stage > 1:
+        raise ValueError(f"ZeRO stage {stage} cannot run with DeepSpeed's pipeline engine (PP={cfg.layout.pp}); "
+                         "use ZeRO-0/1 with PP, or PP=1 for ZeRO-2/3")
+    if pipeline and stage == 0 and ds_config.get("gradient_clipping", 0) > 0:
+        raise ValueError("gradient clipping with the pipeline engine needs ZeRO-1: under ZeRO-0 DeepSpeed "
+                         "takes the gradient norm of stage 0 only")
+
+
+def resolve_store(cfg: ExperimentConfig) -> Path:
+    """The configured store, or the embedded Held–Suarez data (generated once, on rank 0, when missing)."""
+    if cfg.data.store:
+        return Path(cfg.data.store)
+    from aeris_ds.data.embedded import ensure_embedded
+
+    return ensure_embedded(cfg)
+
+
+def signature(cfg: ExperimentConfig) -> dict:
+    model = cfg.model.model_dump(exclude={"checkpoint_activations"})
+    return {"model": model, "channels": cfg.data.channel_names, "forcings": cfg.data.forcings,
+            "grid": [cfg.grid.lat, cfg.grid.lon], "layout": str(cfg.layout.as_layout())}
+
+
+def setup(cfg: ExperimentConfig, ds_config: dict):
+    """Everything before the first step: distributed init, layout, data, model, engine."""
+    ensure_dist_env()
+    deepspeed.init_distributed(verbose=False)
+    layout = cfg.layout.as_layout()
+    pipeline = cfg.layout.pp > 1
+    check_engine(cfg, ds_config, pipeline)
+    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, layout.wp, layout.sp,
+                      cfg.layout.window_assignment, cfg.model.lat_mode)
+    validate_layout(layout, dist.get_world_size(), grid, cfg.model.heads, cfg.model.depth)
+    ps = init_parallel(layout)
+
+    store = resolve_store(cfg)
+    source = WeatherSource(store, cfg.data, cfg.data.train_split)
+    if (len(source.lat), len(source.lon)) != (cfg.grid.lat, cfg.grid.lon):
+        raise ValueError(f"store {store} is {len(source.lat)}×{len(source.lon)}, config grid is "
+                         f"{cfg.grid.lat}×{cfg.grid.lon}")
+    stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
+
+    routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)
+    position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)
+    model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
+                        weighted_mse, cfg.train.seed)
+    micro, acc = batch_sizes(ds_config, layout.replica, layout.dp)
+    # DeepSpeed keeps the last pipeline engine's grid as a global; a later engine in the same process
+    # (sweeps, tests) must not inherit it.
+    deepspeed.utils.groups.mpu = None
+    schedule = ds_config.get("scheduler", {}).get("params", {})
+    if ds_config.get("scheduler", {}).get("type") == "WarmupCosineLR":
+        schedule.setdefault("total_num_steps", max(1, cfg.train.steps))  # the cosine spans the run
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
+                                                                       if p.requires_grad], config=ds_config)
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+    examples = TrainingExamples(source, stats, cfg, grid, ps.wp, ps.sp, cfg.train.seed)
+    batches = MicroBatches(examples, micro, acc, layout.dp, ps.dp, dtype)
+    return engine, ps, batches, pipeline, micro * acc * layout.dp
+
+
+def train_step(engine, batches_iter, pipeline: bool, replica_group) -> float:
+    """One optimizer step over all accumulation micro-batches; returns the global mean loss."""
+    if pipeline:
+        return float(engine.train_batch(data_iter=batches_iter))
+    device = engine.device
+    total = 0.0
+    for _ in range(engine.gradient_accumulation_steps()):
+        (x, t), labels = next(batches_iter)
+        loss = weighted_mse(engine(x.to(device), t.to(device)), tuple(a.to(device) for a in labels))
+        engine.backward(loss)
+        engine.step()
+        total += loss.detach().float()
+    total = total / engine.gradient_accumulation_steps()
+    dist.all_reduce(total, group=replica_group)
+    return float(total) / dist.get_world_size(replica_group)
+
+
+def grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
+
+
+def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
+    """Train for cfg.train.steps (resuming from the last complete checkpoint); returns a summary."""
+    engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config)
+    out = Path(cfg.train.out_dir)
+    ckpt_dir = out / "checkpoints"
+    ema = EMA(engine.module, cfg.train.ema_decay)
+    sig = signature(cfg)
+    start = checkpoint.load(ckpt_dir, engine, ema, sig)
+    acc = engine.gradient_accumulation_steps()
+    # Only the first and last pipeline stages read data (inputs and targets).
+    reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()
+    loader = iter(micro_batch_loader(batches, start * acc, cfg.data.workers)) if reads else None
+    rank0 = dist.get_rank() == 0
+    logger = RunLogger(out, cfg, enabled=rank0)
+    bar = tqdm(total=cfg.train.steps, initial=start, desc="train", disable=not rank0, dynamic_ncols=True)
+    started, step, history = time.time(), start, []
+    deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
+    while step < cfg.train.steps:
+        reset_byte_counters()
+        tick = time.time()
+        loss = train_step(engine, loader, pipeline, ps.replica_group)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}: stopping before the weights are saved")
+        ema.update()
+        step += 1
+        record = {"step": step, "loss": loss, "grad_norm": grad_norm(engine), "lr": engine.get_lr()[0],
+                  "samples_per_s": global_batch / (time.time() - tick),
+                  **{f"bytes_{axis}": int(n) for axis, n in BYTES_SENT.items()}}
+        logger.log(record)
+        history.append(record)
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4f}")
+        every = cfg.train.checkpoint_every
+        out_of_time = _agree(time.time() > deadline)
+        if (every and step % every == 0) or step == cfg.train.steps or out_of_time:
+            checkpoint.save(ckpt_dir, engine, ema, step, sig)
+        if out_of_time:
+            break
+    bar.close()
+    logger.close()
+    weights = gather_weights(engine.module, ema, ps)
+    summary = {"steps": step, "history": history, "wall_s": time.time() - started,
+               "checkpoint": str(ckpt_dir), "weights": str(out / "weights.pt")}
+    if rank0:
+        save_weights(weights, out / "weights.pt", {"config": cfg.model_dump(mode="json"), "step": step})
+        (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
+    return summary
+
+
+def _agree(flag: bool) -> bool:
+    """Every rank must take the same branch at a checkpoint: rank 0's clock decides."""
+    t = torch.tensor([float(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+class RunLogger:
+    """Metrics to a JSONL file and to wandb (offline by default: no network needed)."""
+
+    def __init__(self, out: Path, cfg: ExperimentConfig, enabled: bool):
+        self.enabled = enabled
+        self.wandb = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        self.file = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole run
+        if cfg.train.wandb_mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.wandb = wandb.init(project="aeris-ds", name=cfg.name, dir=str(out), mode=cfg.train.wandb_mode,
+                                    config=cfg.model_dump(mode="json"), resume="allow")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log(record, step=record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="aeris-ds train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small", help="preset name or YAML path")
+    parser.add_argument("--layout", default=None, help="e.g. dp=2,pp=2,wp=1,sp=1 (overrides the YAML)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--out", default=None, help="run directory (overrides train.out_dir)")
+    parser.add_argument("--store", default=None, help="WeatherBench2-schema zarr (overrides data.store)")
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
+    parser = deepspeed.add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    over: dict = {}
+    if args.layout:
+        over["layout"] = parse_layout(args.layout)
+    train = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out), ("max_minutes", args.max_minutes))
+             if v is not None}
+    if args.deepspeed_config:
+        train["ds_config"] = args.deepspeed_config
+    if train:
+        over["train"] = train
+    if args.store:
+        over["data"] = {"store": args.store}
+    return over
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, overrides_from(args))
+    ds_config = load_ds_config(cfg.train.ds_config)
+    get_accelerator()  # resolve the accelerator (CPU, CUDA, XPU) before DeepSpeed initialises
+    try:
+        run(cfg, ds_config)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

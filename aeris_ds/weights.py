@@ -1,0 +1,62 @@
+"""Layout-independent weights: gather every stage's parameters (and EMA) into one state dict.
+
+PipelineModule names a layer's parameters ``"<layer>.<param>"``, the sequential module
+``"layers.<layer>.<param>"``; the canonical name is the former, so a file written by any layout loads into
+any other (the forecast runs with its own layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from aeris_ds.ema import EMA
+from aeris_ds.parallel.state import ParallelState
+
+
+def canonical(name: str) -> str:
+    return name.removeprefix("layers.")
+
+
+def gather_weights(module: nn.Module, ema: EMA, ps: ParallelState) -> dict[str, dict[str, torch.Tensor]] | None:
+    """{"params": …, "ema": …} with canonical names on rank 0 (None elsewhere); collective over the world."""
+    holds = ps.dp == 0 and ps.wp == 0 and ps.sp == 0  # one copy of each stage
+    params = list(module.named_parameters())
+    zero3 = any(hasattr(p, "ds_id") for _, p in params)
+    with deepspeed.zero.GatheredParameters([p for _, p in params], enabled=zero3):
+        mine = {canonical(n): p.detach().float().cpu().clone() for n, p in params} if holds else {}
+    ema_mine = {canonical(n): t.cpu() for n, t in ema.state_dict().items()} if holds else {}
+    everyone = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object((mine, ema_mine), everyone, dst=0)
+    if everyone is None:
+        return None
+    out: dict[str, dict[str, torch.Tensor]] = {"params": {}, "ema": {}}
+    for p, e in everyone:
+        out["params"].update(p)
+        out["ema"].update(e)
+    return out
+
+
+def save_weights(weights: dict, path: str | Path, meta: dict) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**weights, "meta": meta}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load canonical-named weights into a sequential or pipeline module (its own stage's part)."""
+    own = {canonical(n): p for n, p in module.named_parameters()}
+    missing = [n for n in own if n not in state]
+    if missing:
+        raise KeyError(f"weights file lacks {missing[:5]}{'…' if len(missing) > 5 else ''}")
+    with torch.no_grad():
+        for name, p in own.items():
+            if p.shape != state[name].shape:
+                raise ValueError(f"{name}: weights file has shape {tuple(state[name].shape)}, model {tuple(p.shape)}")
+            p.copy_(state[name])

@@ -20,7 +20,7 @@ VARIABLES = {"temperature": LEVELS, "2m_temperature": None}
 SEED = 1234
 
 
-def toy_step(state: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+def toy_step(state: torch.Tensor, gens: Sequence[torch.Generator], k: int = 0) -> torch.Tensor:
     """Damped linear advection plus per-member seeded noise (row b uses only gens[b])."""
     noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in gens])
     return 0.9 * state + 0.1 * torch.roll(state, 1, dims=-1) + 0.3 * noise
@@ -88,7 +88,7 @@ def test_rollout_resume_after_kill_is_bitwise(tmp_path: Path) -> None:
 
     calls = 0
 
-    def dying_step(state: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    def dying_step(state: torch.Tensor, gens: Sequence[torch.Generator], k: int) -> torch.Tensor:
         nonlocal calls
         calls += 1
         if calls == 4:
@@ -154,7 +154,7 @@ def test_forecast_store_opens_in_wb2_layout(tmp_path: Path) -> None:
 def test_rollout_nan_names_init_member_step(tmp_path: Path) -> None:
     calls = 0
 
-    def blow_up(state: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    def blow_up(state: torch.Tensor, gens: Sequence[torch.Generator], k: int) -> torch.Tensor:
         nonlocal calls
         calls += 1
         new = toy_step(state, gens)

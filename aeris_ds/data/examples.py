@@ -37,6 +37,9 @@ class TrainingExamples:
                  wp: int, sp: int, seed: int):
         self.source, self.cfg, self.seed = source, cfg, seed
         self.mean, self.std, self.tend_std = (a[:, None] for a in stats.arrays())
+        if (grid.lat, grid.lon) != (len(source.lat), len(source.lon)):
+            raise ValueError(f"window grid {grid.lat}×{grid.lon} does not match the store's grid "
+                             f"{len(source.lat)}×{len(source.lon)} ({source.path})")
         self.rows, self.cols, self.take = grid.read_block(wp, sp)
         if cfg.data.preload:
             source.preload(self.rows, self.cols)
@@ -62,8 +65,7 @@ class TrainingExamples:
         """(network input [T, C_in], diffusion time t, velocity target [T, C])."""
         src = self.source
         t0 = src.time_index(sample)
-        x = src.read(t0, self.rows, self.cols)
-        y = src.read(t0 + src.lead_steps, self.rows, self.cols)
+        x, y = src.read_many([t0, t0 + src.lead_steps], self.rows, self.cols)
         state = (x - self.mean[:, :, None]) / self.std[:, :, None]
         x0 = (y - x) / self.tend_std[:, :, None]
         rng = np.random.default_rng([self.seed, epoch, sample])
@@ -71,7 +73,7 @@ class TrainingExamples:
         z = self.noise(epoch, sample, x0.shape[0])
         sd = self.cfg.diffusion.sigma_d
         x_t = noisy_input(x0, z, t, sd)
-        forcing = self.forcings(t0 + src.lead_steps)
+        forcing = self.forcings(src.times[t0 + src.lead_steps])
         net_in = np.concatenate([x_t, state, forcing], axis=0)
         return self.tokens(net_in), t, self.tokens(velocity_target(x0, z, t, sd))
 

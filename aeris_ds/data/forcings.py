@@ -9,7 +9,7 @@ from aeris_ds.data.source import WeatherSource
 
 
 class Forcings:
-    """[F, rows, cols] forcings at a time index, for one rank's block, in the config's order."""
+    """[F, rows, cols] forcings at a time, for one rank's block, in the config's order."""
 
     def __init__(self, source: WeatherSource, names: list[str], rows: np.ndarray, cols: np.ndarray):
         self.source, self.names = source, names
@@ -23,8 +23,8 @@ class Forcings:
                 fields.append((whole[np.ix_(rows, cols)] - whole.mean()) / (whole.std() or 1.0))
             self.statics = np.stack(fields)
 
-    def __call__(self, t: int) -> np.ndarray:
-        time = self.source.times[t]
+    def __call__(self, time: np.datetime64) -> np.ndarray:
+        """Forcings valid at ``time`` (any time: a rollout runs past the store's last one)."""
         shape = (len(self.lat), len(self.lon))
         out = []
         for name in self.names:

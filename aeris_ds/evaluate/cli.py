@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from aeris_ds.data.schema import open_store
 from aeris_ds.evaluate import plots
 from aeris_ds.evaluate.baselines import align_truth, compute_climatology
 from aeris_ds.evaluate.scorecard import score, stability_report, write_scorecard
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the evaluation and print the written paths."""
     args = _parser().parse_args(argv)
     forecast = xr.open_zarr(args.forecast)
-    truth = xr.open_zarr(args.truth)
-    variables = args.variables or sorted(str(v) for v in forecast.data_vars)
+    truth = open_store(args.truth)
+    # Forecast fields only: the store also holds the rollout's progress record.
+    variables = args.variables or sorted(str(v) for v in forecast.data_vars if LEAD in forecast[v].dims)
     try:
         aligned = align_truth(truth[variables], forecast[variables])
     except KeyError as err:

@@ -1,7 +1,8 @@
 """Autoregressive ensemble rollout, streamed step by step to a ForecastStore and resumable.
 
-The driver knows nothing about the network: ``step_fn(state[M, ...], generators) -> state[M, ...]``
-advances a batch of members by one Δt (the caller wraps sampler + network + residual update) and
+The driver knows nothing about the network: ``step_fn(state[M, ...], generators, k) -> state[M, ...]``
+advances a batch of members from step k − 1 to step k (k tells the
+valid time of the forcings) (the caller wraps sampler + network + residual update) and
 must draw row b's randomness from ``generators[b]`` only. Each generator is seeded from
 (seed, init time, member, step) alone, so a member's trajectory does not depend on which members
 share its batch, on history, or on whether the run was interrupted: a resumed run reproduces the
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from aeris_ds.forecast.store import ForecastStore
 
-StepFn = Callable[[Tensor, Sequence[torch.Generator]], Tensor]
+StepFn = Callable[[Tensor, Sequence[torch.Generator], int], Tensor]
 
 
 class RolloutError(RuntimeError):
@@ -100,7 +101,7 @@ def rollout(
             break
         gens = [member_generator(seed, init_time, members[i], k, states.device) for i in rows]
         batch = states[rows]
-        new = step_fn(batch, gens)
+        new = step_fn(batch, gens, k)
         if new.shape != batch.shape or new.dtype != batch.dtype:
             raise ValueError(f"step_fn returned {tuple(new.shape)} {new.dtype}, "
                              f"expected {tuple(batch.shape)} {batch.dtype}")

@@ -1,0 +1,80 @@
+"""The `aeris-ds` command: one entry point for every stage of the workflow.
+
+    aeris-ds info --config aeris-40b          parameters, FLOPs, memory per rank, layout (nothing allocated)
+    aeris-ds data heldsuarez --out PATH       generate the embedded Held–Suarez dataset
+    aeris-ds data stats --store PATH          normalization statistics of the training split
+    aeris-ds ingest FILE... --out STORE       ERA5 GRIB/netCDF → WeatherBench2-schema zarr
+    aeris-ds train --config small             train (also under `deepspeed` / `torchrun`)
+    aeris-ds forecast --weights W --lead 10d  ensemble rollouts streamed to zarr
+    aeris-ds evaluate FORECAST --truth STORE  WeatherBench2 scorecard and plots
+    aeris-ds plan --model 40b --nodes N       rank SWiPe layouts by predicted throughput
+    aeris-ds demo                             the README's main job: data → train → forecast → scores
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand → module whose main(argv) runs it; imported lazily so `aeris-ds info` stays light.
+COMMANDS = {
+    "train": "aeris_ds.train",
+    "forecast": "aeris_ds.forecast.driver",
+    "evaluate": "aeris_ds.evaluate.cli",
+    "ingest": "aeris_ds.data.ingest",
+    "plan": "aeris_ds.perf.plan",
+    "demo": "aeris_ds.demo",
+}
+
+
+def info(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="aeris-ds info")
+    p.add_argument("--config", default="small")
+    p.add_argument("--layout", default=None, help="e.g. pp=20,wp=36,sp=12")
+    args = p.parse_args(argv)
+    from aeris_ds.config import load_config, parse_layout
+    from aeris_ds.describe import describe
+
+    over = {"layout": parse_layout(args.layout)} if args.layout else {}
+    print(describe(load_config(args.config, over)))
+
+
+def data(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("heldsuarez", "stats"):
+        raise SystemExit("usage: aeris-ds data {heldsuarez,stats} ...")
+    if argv[0] == "heldsuarez":
+        from aeris_ds.data import heldsuarez
+
+        return heldsuarez.main(argv[1:])
+    p = argparse.ArgumentParser(prog="aeris-ds data stats")
+    p.add_argument("--store", required=True)
+    p.add_argument("--config", default="small", help="preset or YAML naming the variables and levels")
+    args = p.parse_args(argv[1:])
+    from aeris_ds.config import load_config
+    from aeris_ds.data.source import WeatherSource
+    from aeris_ds.data.stats import compute_stats, save_stats
+
+    cfg = load_config(args.config)
+    print(save_stats(compute_stats(WeatherSource(args.store, cfg.data, cfg.data.train_split)), args.store))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "info":
+        return info(rest)
+    if command == "data":
+        return data(rest)
+    if command not in COMMANDS:
+        raise SystemExit(f"unknown command {command!r}; one of: info, data, {', '.join(COMMANDS)}")
+    result = importlib.import_module(COMMANDS[command]).main(rest)
+    if isinstance(result, int) and result:
+        raise SystemExit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""`aeris-ds forecast`: ensemble rollouts of a trained model from held-out initial conditions.
+
+Each step solves TrigFlow's probability-flow ODE with DPM-Solver++(2S) for the normalized tendency,
+conditioned on the current state and the forcings at the step's valid time, and adds it to the state.
+Members are spread over the ranks (ensemble parallel over DP: run under torchrun or the deepspeed
+launcher); every rank holds the whole model. Steps stream into one WeatherBench2-layout zarr store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from aeris_ds.config import ExperimentConfig
+from aeris_ds.data.forcings import Forcings
+from aeris_ds.data.source import WeatherSource
+from aeris_ds.data.stats import load_stats
+from aeris_ds.diffusion.sampler import SamplerConfig, sample
+from aeris_ds.forecast.rollout import rollout
+from aeris_ds.forecast.store import ForecastStore
+from aeris_ds.model.swin_dit import SequentialDiT, layer_specs, position_encoding
+from aeris_ds.parallel.layout import WindowGrid
+from aeris_ds.parallel.router import WindowRouting
+from aeris_ds.weights import load_into
+
+
+class Forecaster:
+    """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
+
+    def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig, use_ema: bool = True):
+        saved = torch.load(weights, map_location="cpu", weights_only=False)
+        self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
+        self.source = WeatherSource(store, cfg.data)
+        if (len(self.source.lat), len(self.source.lon)) != (cfg.grid.lat, cfg.grid.lon):
+            raise ValueError(f"store {store} grid {len(self.source.lat)}×{len(self.source.lon)} differs from the "
+                             f"model's {cfg.grid.lat}×{cfg.grid.lon}")
+        stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
+        self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
+        self.tendency_scale = tend_std / self.std  # normalised tendency → normalised state units
+        grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, lat_mode=cfg.model.lat_mode)
+        routing = WindowRouting(grid, 0, 0)
+        self.ids = routing.home_ids  # token order of a state: grid ids, window-major
+        position = position_encoding(self.source.lat, self.source.lon, self.ids, cfg.model.pos_freqs)
+        self.model = SequentialDiT(layer_specs(cfg, routing, position)).eval()
+        load_into(self.model, saved["ema" if use_ema else "params"])
+        every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
+        self.forcings = Forcings(self.source, cfg.data.forcings, *every)
+        self.sampler = sampler
+        self.lead = np.timedelta64(cfg.data.lead_hours, "h")
+
+    def to_tokens(self, field: np.ndarray) -> torch.Tensor:
+        """[C, lat, lon] → [T, C] in the model's token order."""
+        return torch.from_numpy(field.reshape(field.shape[0], -1)[:, self.ids].T.copy())
+
+    def initial_state(self, time_index: int) -> torch.Tensor:
+        field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
+        return (self.to_tokens(field) - self.mean) / self.std
+
+    def step_fn(self, init_time: np.datetime64):
+        """The rollout step for one init time: state_k = state_{k−1} + sampled tendency."""
+
+        def step(state: torch.Tensor, generators, k: int) -> torch.Tensor:
+            forcing = self.to_tokens(self.forcings(init_time + k * self.lead)).expand(state.shape[0], -1, -1)
+            noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in generators])
+
+            def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
+
+            tendency = sample(velocity, noise, self.sampler, generator=list(generators))
+            return state + tendency * self.tendency_scale
+
+        return step
+
+    def to_physical(self, states: torch.Tensor) -> dict[str, np.ndarray]:
+        """[B, T, C] normalised tokens → WB2 variables [B, (level,) lat, lon] in physical units."""
+        phys = (states * self.std + self.mean).numpy()
+        grid = np.empty((states.shape[0], states.shape[2], self.cfg.grid.lat * self.cfg.grid.lon), np.float32)
+        grid[:, :, self.ids] = phys.transpose(0, 2, 1)
+        grid = grid.reshape(states.shape[0], states.shape[2], self.cfg.grid.lat, self.cfg.grid.lon)
+        out, c, n_lev = {}, 0, len(self.cfg.data.levels)
+        for name in self.cfg.data.atmospheric:
+            out[name], c = grid[:, c:c + n_lev], c + n_lev
+        for name in self.cfg.data.surface:
+            out[name], c = grid[:, c], c + 1
+        return out
+
+    def variables(self) -> dict[str, list[int] | None]:
+        d = self.cfg.data
+        return {**{v: list(d.levels) for v in d.atmospheric}, **{v: None for v in d.surface}}
+
+
+def parse_lead(text: str) -> np.timedelta64:
+    match = re.fullmatch(r"(\d+)\s*([dh])", text.strip())
+    if not match:
+        raise ValueError(f"lead {text!r}: expected e.g. 90d or 72h")
+    return np.timedelta64(int(match[1]) * (24 if match[2] == "d" else 1), "h")
+
+
+def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]:
+    """``test:N`` → N init times spread evenly over a split, each with its whole lead inside the split (so it
+    can be verified); or comma-separated ISO times."""
+    match = re.fullmatch(r"(\w+):(\d+)", spec.strip())
+    if match:
+        part = WeatherSource(source.path, source.cfg, match[1]).split_slice
+        last = part.stop - 1 - n_steps * source.lead_steps
+        if last < part.start:
+            raise ValueError(f"split {match[1]} of {source.path} is shorter than the lead of {n_steps} steps")
+        idx = np.linspace(part.start, last, int(match[2]) + 2)[1:-1].round().astype(int)
+        return sorted(set(idx.tolist()))
+    wanted = [np.datetime64(s.strip()) for s in spec.split(",")]
+    missing = [str(t) for t in wanted if t not in source.times]
+    if missing:
+        raise KeyError(f"init times {missing} are not in {source.path}")
+    return [int(np.flatnonzero(source.times == t)[0]) for t in wanted]
+
+
+def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
+                 lead: str, sampler: SamplerConfig, seed: int = 0, use_ema: bool = True,
+                 progress: bool = True) -> Path:
+    """Create (or resume) the forecast store and roll out this rank's members for every init time."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    fc = Forecaster(weights, store, sampler, use_ema)
+    lead_td = parse_lead(lead)
+    if lead_td % fc.lead:
+        raise ValueError(f"lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
+    n_steps = int(lead_td // fc.lead)
+    inits = pick_init_times(fc.source, init_times, n_steps)
+    out = Path(out)
+    if rank == 0 and not (out / "completed_steps").exists():
+        fc_store = ForecastStore.create(
+            out, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
+            fc.source.lat, fc.source.lon,
+            attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(sampler), "seed": seed,
+                   "ema": use_ema, "truth": str(store)})
+        fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
+    if dist.is_initialized():
+        dist.barrier()
+    fc_store = ForecastStore.open(out)
+    if len(fc_store.init_times) != len(inits) or len(fc_store.leads) < n_steps or fc_store.members != members:
+        raise ValueError(f"{out} was created for another forecast (inits, leads or members differ); "
+                         "remove it or choose another --out")
+    mine = list(range(rank, members, world))
+    for i, t in enumerate(inits):
+        if not mine:
+            break
+        state = fc.initial_state(t).expand(len(mine), -1, -1).contiguous()
+        rollout(fc.step_fn(fc.source.times[t]), state, n_steps, fc_store, i, mine, fc.to_physical, seed,
+                progress=progress and rank == 0)
+    if dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="aeris-ds forecast", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="weights.pt written at the end of training")
+    p.add_argument("--store", default="data/heldsuarez.zarr", help="store with the initial conditions (and truth)")
+    p.add_argument("--init-times", default="test:4", help="test:N (evenly over the test split) or ISO times")
+    p.add_argument("--members", type=int, default=8)
+    p.add_argument("--lead", default="10d")
+    p.add_argument("--out", default="runs/forecast.zarr")
+    p.add_argument("--sampler-steps", type=int, default=10)
+    p.add_argument("--churn", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    args = p.parse_args(argv)
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    try:
+        out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
+                           SamplerConfig(steps=args.sampler_steps, churn=args.churn), args.seed, not args.no_ema)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"forecast written to {out}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on this machine: generate the embedded Held–Suarez data if missing, train the `small`
+# Swin diffusion model with SWiPe on local CPU ranks (deepspeed launcher), forecast an ensemble from
+# held-out initial conditions, and write the WeatherBench2 scorecard and plots. Rerunning continues.
+# Extra arguments go to `aeris-ds demo` (e.g. --minutes 10 --nproc 2 --lead 30d).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/tools/setup_env.sh"
+cd "$ROOT"
+export OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR="$ROOT/.venv/torch_extensions" WANDB_MODE=offline
+exec "$ROOT/.venv/bin/aeris-ds" demo "$@"

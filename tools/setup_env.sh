@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create or update the local virtual environment .venv with aeris-ds and everything its jobs and tests use.
+# Idempotent: a stamp of the requirement files skips pip when nothing changed. Source it or run it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${AERIS_VENV:-$ROOT/.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+STAMP="$VENV/.aeris-requirements"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "setting up $VENV (one time, ~2 min)" >&2
+  # torch is pinned to the CPU wheel in requirements.txt; it must be in the same pip command as the rest.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -r "$ROOT/requirements.txt" -e "$ROOT[embedded,ingest,dev]"
+  echo "$WANT" > "$STAMP"
+fi

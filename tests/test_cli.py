@@ -1,0 +1,54 @@
+"""The `aeris-ds` entry point: info without allocating, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aeris_ds.cli import main
+from aeris_ds.config import load_config, parse_layout
+from aeris_ds.describe import parameter_count
+
+
+def test_info_parameter_count_equals_the_built_model():
+    from aeris_ds.model.layers import grid_latitudes, grid_longitudes
+    from aeris_ds.model.swin_dit import SequentialDiT, layer_specs, position_encoding
+    from aeris_ds.parallel.layout import WindowGrid
+    from aeris_ds.parallel.router import WindowRouting
+
+    for name in ("tiny", "small"):
+        cfg = load_config(name)
+        grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window)
+        routing = WindowRouting(grid, 0, 0)
+        pos = position_encoding(grid_latitudes(cfg.grid.lat), grid_longitudes(cfg.grid.lon), routing.home_ids,
+                                cfg.model.pos_freqs)
+        model = SequentialDiT(layer_specs(cfg, routing, pos))
+        assert parameter_count(cfg)["total"] == sum(p.numel() for p in model.parameters()), name
+
+
+def test_info_describes_paper_scale_without_allocating(capsys):
+    main(["info", "--config", "aeris-40b"])
+    out = capsys.readouterr().out
+    assert "40,886,341,702" in out and "dp=1,pp=20,wp=36,sp=12" in out
+    assert "0.180 of tokens" in out  # the shifted block's re-layout at the paper's layout (DESIGN: ~0.18)
+    main(["info", "--config", "tiny"])
+    assert "38,314" in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_cause():
+    with pytest.raises(SystemExit, match="unknown command 'trian'"):
+        main(["trian"])
+    with pytest.raises(ValueError, match="bad layout item 'xp=2'"):
+        parse_layout("xp=2,dp=1")
+    with pytest.raises(FileNotFoundError, match="presets: aeris-1.3b, aeris-40b, small, tiny"):
+        load_config("nano")
+
+
+def test_demo_loss_plot_writes_a_png_from_a_resumed_log(tmp_path):
+    from aeris_ds.demo import plot_loss
+
+    lines = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 9.0}, {"step": 2, "loss": 0.5}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    png = plot_loss(tmp_path / "m.jsonl", tmp_path / "loss.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -131,3 +131,21 @@ def test_ulysses_plain_block_on_wp_moves_nothing(measured):
     for r in ranks:
         assert all(r["blocks"][i] == {"sp": 0, "wp": 0} for i in plain_wp), r["blocks"]
         assert all(r["blocks"][i]["wp"] > 0 for i in shifted_wp), "the shifted block on WP must cross WP ranks"
+
+
+@pytest.mark.parametrize("assignment,moved", [("blocks", 0.18), ("round_robin", 0.75)])
+def test_swipe_cost_at_paper_layout(assignment, moved):
+    """720×1440, 30×30 windows, WP=36, SP=12: over all ranks the shifted block sends (1−f)(SP−1)/SP + f of a
+    token's slots against (SP−1)/SP for the plain one (DESIGN §3), with f = WindowGrid.moved_fraction()."""
+    from aeris_ds.parallel.cost import shift_cost
+    from aeris_ds.parallel.layout import WindowGrid
+
+    sp = 12
+    grid = WindowGrid(720, 1440, (30, 30), 36, sp, assignment)
+    cost = shift_cost(grid)
+    f = cost["moved_fraction"]
+    assert f == pytest.approx(moved, abs=0.005)
+    assert cost["mean"] == pytest.approx(((1 - f) * (sp - 1) / sp + f) / ((sp - 1) / sp), rel=1e-12)
+    assert cost["max"] >= cost["mean"]
+    if assignment == "blocks":
+        assert cost["max"] <= 1.05, "contiguous blocks: the shifted block costs at most 5% more than the plain one"

@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -127,24 +128,27 @@ def collect(pdir: Path, cfg: ExperimentConfig, ds: dict, device: str, extra: dic
     }
 
 
-def run_local(cmd: list[str], timeout: float) -> tuple[int, float, float]:
-    """Run a job; returns (exit code, wall seconds, peak RSS in MiB of its largest process)."""
+def run_local(cmd: list[str], timeout: float, log: Path) -> tuple[int, float, float]:
+    """Run a job; returns (exit code, wall seconds, peak RSS in MiB of its largest process).
+
+    The job gets its own session so that a timeout ends the launcher and every rank it started.
+    """
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = start + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.time() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.2)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr.read().decode()[-3000:])
-    return proc.returncode, time.time() - start, usage.ru_maxrss / 1024  # Linux reports KiB
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > start + timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        sys.stderr.write(log.read_text()[-3000:])
+    return code, time.time() - start, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def make_store(cfg: ExperimentConfig, path: Path) -> Path:
@@ -189,7 +193,7 @@ def run_sweep(sweep_file: Path, out: Path, dry_run: bool = False, timeout: float
             script.write_text("#!/bin/bash\nset -euo pipefail\n" + shlex.join(cmd) + "\n")
             print(shlex.join(cmd))
             continue
-        code, wall, rss = run_local(cmd, timeout)
+        code, wall, rss = run_local(cmd, timeout, pdir / "log.txt")
         if code:
             print(f"{pdir.name}: failed with exit code {code}", file=sys.stderr)
             continue

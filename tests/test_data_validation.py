@@ -1,0 +1,124 @@
+"""Bad input to the data pipeline: each class is a clear error naming the variable, time, chunk or file.
+
+Store-level problems (missing variable or level, wrong dims, time gap, grid or stats mismatch) are found
+when the source or the examples are built, before training starts; damaged values (NaN/inf, a corrupt or
+missing chunk) when the sample that holds them is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from aeris_ds.config import load_config
+from aeris_ds.data import schema
+from aeris_ds.data.examples import TrainingExamples
+from aeris_ds.data.source import WeatherSource
+from aeris_ds.data.stats import compute_stats, load_stats, save_stats
+from aeris_ds.data.synthetic import synthetic_store
+from aeris_ds.parallel.layout import WindowGrid
+
+CFG = load_config("tiny")
+ROWS, COLS = np.arange(16), np.arange(32)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> xr.Dataset:
+    return schema.open_store(synthetic_store(tmp_path_factory.mktemp("valid") / "base.zarr", days=2)).load()
+
+
+def _write(tmp_path, ds: xr.Dataset, name: str = "bad.zarr"):
+    return schema.write_store(ds, tmp_path / name, inner_chunks={"latitude": 8, "longitude": 16})
+
+
+def test_data_valid_missing_variable(tmp_path, base):
+    path = _write(tmp_path, base.drop_vars("temperature"))
+    with pytest.raises(KeyError, match=r"'temperature' is missing from .*bad\.zarr"):
+        WeatherSource(path, CFG.data)
+
+
+def test_data_valid_missing_level(tmp_path, base):
+    path = _write(tmp_path, base.sel(level=[500]))
+    with pytest.raises(KeyError, match=r"levels \[850\] hPa missing"):
+        WeatherSource(path, CFG.data)
+
+
+def test_data_valid_wrong_dims(tmp_path, base):
+    path = _write(tmp_path, base.assign(temperature=base["temperature"].transpose("time", "latitude", "level",
+                                                                                   "longitude")))
+    with pytest.raises(ValueError, match=r"temperature has dims \('time', 'latitude', 'level', 'longitude'\)"):
+        WeatherSource(path, CFG.data)
+
+
+def test_data_valid_time_gap(tmp_path, base):
+    path = _write(tmp_path, base.isel(time=[i for i in range(base.sizes["time"]) if i != 3]))
+    with pytest.raises(ValueError, match=r"time gap .* after 2000-01-01T12"):
+        WeatherSource(path, CFG.data)
+
+
+def test_data_valid_lead_not_a_multiple_of_the_step(tiny_store):
+    data = CFG.data.model_copy(update={"lead_hours": 9})
+    with pytest.raises(ValueError, match=r"lead 9 h is not a multiple of the store's time step 6 h"):
+        WeatherSource(tiny_store, data)
+
+
+def test_data_valid_grid_mismatch(tiny_store):
+    source = WeatherSource(tiny_store, CFG.data, "train")
+    stats = load_stats(tiny_store, CFG.data.channel_names, CFG.data.lead_hours)
+    with pytest.raises(ValueError, match=r"window grid 32×64 does not match the store's grid 16×32"):
+        TrainingExamples(source, stats, CFG, WindowGrid(32, 64, (8, 8)), 0, 0, seed=0)
+
+
+@pytest.mark.parametrize(("value", "variable", "level"), [(np.nan, "u_component_of_wind", 850),
+                                                          (np.inf, "2m_temperature", None)])
+def test_data_valid_non_finite_value_names_channel_and_time(tmp_path, base, value, variable, level):
+    ds = base.copy(deep=True)
+    index = {"time": 2, "latitude": 3, "longitude": 7} | ({"level": 1} if level else {})
+    ds[variable][index] = value
+    path = _write(tmp_path, ds)
+    source = WeatherSource(path, CFG.data)
+    source.read(1, ROWS, COLS)  # other times are fine
+    channel = f"{variable}_{level}" if level else variable
+    with pytest.raises(ValueError, match=rf"non-finite values in {channel} at 2000-01-01T12.*bad\.zarr"):
+        source.read(2, ROWS, COLS)
+    # The stats tool reads the whole training split, so it finds it before any training.
+    with pytest.raises(ValueError, match=rf"non-finite values in {channel}"):
+        compute_stats(WeatherSource(path, CFG.data, "train"), progress=False)
+
+
+def test_data_valid_corrupt_chunk_names_variable_time_and_file(tmp_path, base):
+    path = _write(tmp_path, base)
+    shard = path / "temperature" / "c" / "0" / "0" / "0" / "0"
+    shard.write_bytes(np.random.default_rng(0).bytes(shard.stat().st_size))
+    source = WeatherSource(path, CFG.data)  # metadata is intact: found when the chunk is read
+    with pytest.raises(OSError, match=r"cannot read temperature at 2000-01-01T12.* from .*bad\.zarr: corrupt or "
+                                      r"unreadable chunk in temperature/c/0/0/0/0"):
+        source.read(2, ROWS, COLS)
+
+
+def test_data_valid_missing_chunk_reads_as_nan_and_says_so(tmp_path, base):
+    path = _write(tmp_path, base)
+    (path / "geopotential" / "c" / "0" / "0" / "0" / "0").unlink()  # the shard of every time and level
+    source = WeatherSource(path, CFG.data)
+    with pytest.raises(ValueError, match=r"non-finite values in geopotential_500 at 2000-01-01T00.*missing chunk"):
+        source.read(0, ROWS, COLS)
+
+
+def test_data_valid_stats_missing_or_made_for_other_channels_or_lead(tmp_path, base):
+    path = _write(tmp_path, base)
+    with pytest.raises(FileNotFoundError, match=r"normalization stats .*bad\.stats\.json missing"):
+        load_stats(path, CFG.data.channel_names, CFG.data.lead_hours)
+    save_stats(compute_stats(WeatherSource(path, CFG.data, "train"), progress=False), path)
+    load_stats(path, CFG.data.channel_names, CFG.data.lead_hours)
+    other = CFG.data.channel_names[:-1] + ["sea_surface_temperature"]
+    with pytest.raises(ValueError, match=r"made for channels .*mean_sea_level_pressure.* at lead 6 h, the config "
+                                         r"asks for .*sea_surface_temperature"):
+        load_stats(path, other, CFG.data.lead_hours)
+    with pytest.raises(ValueError, match=r"at lead 6 h, the config asks for .* at 12 h"):
+        load_stats(path, CFG.data.channel_names, 12)
+
+
+def test_data_valid_missing_split(tiny_store):
+    with pytest.raises(KeyError, match=r"no split 'holdout'"):
+        WeatherSource(tiny_store, CFG.data, "holdout")

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from aeris_ds.config import ExperimentConfig
 from aeris_ds.parallel.layout import WindowGrid
-
-
-def parameter_count(cfg: ExperimentConfig) -> dict[str, int]:
-    """Exact parameter counts of embed, one block, head (mirrors aeris_ds/model/swin_dit.py)."""
-    m, d = cfg.model, cfg.model.dim
-    embed = (cfg.in_channels + 4 * m.pos_freqs) * d + d + 2 * m.noise_freqs * d + d + d * d + d
-    block = 3 * d * d + d * d + 2 * d * m.hidden + m.hidden * d + 6 * d * d + 6 * d
-    head = 2 * d * d + 2 * d + d * cfg.data.n_channels + cfg.data.n_channels
-    return {"embed": embed, "block": block, "head": head, "total": embed + m.depth * block + head}
+from aeris_ds.perf.flops import memory_per_rank, parameter_counts, step_flops
 
 
 def describe(cfg: ExperimentConfig) -> str:
     layout = cfg.layout.as_layout()
     grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, layout.wp, layout.sp,
                       cfg.layout.window_assignment, cfg.model.lat_mode)
-    params = parameter_count(cfg)
+    params = parameter_counts(cfg)
     tokens = cfg.grid.lat * cfg.grid.lon
     lines = [
         f"config        {cfg.name}",
@@ -31,5 +23,14 @@ def describe(cfg: ExperimentConfig) -> str:
         f"layout        {layout} = {layout.world} ranks; {tokens // (layout.wp * layout.sp):,} tokens per rank",
         f"shift moves   {grid.moved_fraction():.3f} of tokens to another WP rank "
         f"({cfg.layout.window_assignment} assignment)",
+        f"FLOPs         {_si(step_flops(cfg))}FLOP per sample (forward + backward, matmuls)",
+        f"memory/rank   {memory_per_rank(cfg).describe()} (bf16, ZeRO-1, micro-batch 1, busiest stage)",
     ]
     return "\n".join(lines)
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} "

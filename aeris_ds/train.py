@@ -32,6 +32,7 @@ from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
 from aeris_ds.parallel.state import ensure_dist_env, init_parallel, validate_layout
+from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
 from aeris_ds.weights import gather_weights, save_weights
 
 
@@ -137,6 +138,19 @@ def train_step(engine, batches_iter, pipeline: bool, replica_group) -> float:
     return float(total) / dist.get_world_size(replica_group)
 
 
+def device_peak(dtype: torch.dtype) -> float:
+    """Peak FLOP/s of this rank's device for MFU: the vendor table, or the CPU's GEMM rate measured now."""
+    accelerator = get_accelerator()
+    if accelerator.device_name() == "cpu":
+        return cpu_gemm_rate("bf16" if dtype == torch.bfloat16 else "fp32")
+    device = getattr(torch, accelerator.device_name(), None)  # torch.cuda or torch.xpu (ROCm is torch.cuda)
+    name = device.get_device_name().lower() if device is not None and device.is_available() else ""
+    for key, kind in (("h200", "h200"), ("h100", "h100"), ("mi250", "mi250x_gcd"), ("max 1550", "max1550_tile")):
+        if key in name:
+            return peak_flops(kind, dtype)
+    return float("nan")
+
+
 def grad_norm(engine) -> float:
     norm = engine.get_global_grad_norm()
     return float(norm) if norm is not None else float("nan")
@@ -157,6 +171,8 @@ def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
     rank0 = dist.get_rank() == 0
     logger = RunLogger(out, cfg, enabled=rank0)
     bar = tqdm(total=cfg.train.steps, initial=start, desc="train", disable=not rank0, dynamic_ncols=True)
+    flops_per_step = step_flops(cfg) * global_batch / dist.get_world_size()  # per device
+    peak = device_peak(torch.bfloat16 if engine.bfloat16_enabled() else torch.float32)
     started, step, history = time.time(), start, []
     deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
     while step < cfg.train.steps:
@@ -167,8 +183,10 @@ def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
             raise FloatingPointError(f"loss is {loss} at step {step}: stopping before the weights are saved")
         ema.update()
         step += 1
+        seconds = time.time() - tick
         record = {"step": step, "loss": loss, "grad_norm": grad_norm(engine), "lr": engine.get_lr()[0],
-                  "samples_per_s": global_batch / (time.time() - tick),
+                  "step_s": seconds, "samples_per_s": global_batch / seconds,
+                  "tflops_per_device": flops_per_step / seconds / 1e12, "mfu": flops_per_step / seconds / peak,
                   **{f"bytes_{axis}": int(n) for axis, n in BYTES_SENT.items()}}
         logger.log(record)
         history.append(record)

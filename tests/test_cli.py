@@ -8,7 +8,7 @@ import pytest
 
 from aeris_ds.cli import main
 from aeris_ds.config import load_config, parse_layout
-from aeris_ds.describe import parameter_count
+from aeris_ds.perf.flops import parameter_counts
 
 
 def test_info_parameter_count_equals_the_built_model():
@@ -24,7 +24,7 @@ def test_info_parameter_count_equals_the_built_model():
         pos = position_encoding(grid_latitudes(cfg.grid.lat), grid_longitudes(cfg.grid.lon), routing.home_ids,
                                 cfg.model.pos_freqs)
         model = SequentialDiT(layer_specs(cfg, routing, pos))
-        assert parameter_count(cfg)["total"] == sum(p.numel() for p in model.parameters()), name
+        assert parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters()), name
 
 
 def test_info_describes_paper_scale_without_allocating(capsys):

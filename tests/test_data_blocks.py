@@ -79,8 +79,15 @@ def test_block_reads_fetch_only_the_rank_share(stores, stats, chunking):
             fetched[key] = dict(store.chunks)
         return fetched
 
-    full = sample_reads(_rank_examples(stores[chunking], stats, 1, 1))[0, 0]
+    whole = _rank_examples(stores[chunking], stats, 1, 1)
+    full = sample_reads(whole)[0, 0]
     full_bytes = sum(full.values())
+    # Shard indexes are read once per source, not once per sample (they are larger than a rank's block).
+    ex, store, _ = whole[0, 0]
+    assert store.index_bytes > 0
+    store.reset()
+    ex.example(SAMPLE + 1, 0)
+    assert store.index_bytes == 0 and len(store.chunks) == len(full)
     assert len(full) == n_vars * times_per_sample * (LAT // chunk[0]) * (LON // chunk[1])
     for wp, sp in LAYOUTS[1:]:
         examples = _rank_examples(stores[chunking], stats, wp, sp)

@@ -50,6 +50,27 @@ class CountingStore(zarr.storage.WrapperStore):
         return bufs
 
 
+class ShardIndexCache(zarr.storage.WrapperStore):
+    """Keeps the shard indexes (a suffix read of each shard file) once read.
+
+    zarr re-reads a shard's whole index for every read of one of its inner chunks: for a store with many times
+    per shard that is several times the bytes of a rank's block. A training source reads a store nobody
+    appends to while it runs, so the indexes cannot go stale.
+    """
+
+    def __init__(self, store: zarr.abc.store.Store):
+        super().__init__(store)
+        self._index: dict[tuple[str, int], object] = {}
+
+    async def get(self, key, prototype, byte_range=None):  # zarr's signature
+        if not isinstance(byte_range, zarr.abc.store.SuffixByteRequest):
+            return await self._store.get(key, prototype, byte_range)
+        cached = self._index.get((key, byte_range.suffix))
+        if cached is None:
+            cached = self._index[key, byte_range.suffix] = await self._store.get(key, prototype, byte_range)
+        return cached
+
+
 def open_dataset(path: str | Path, store: zarr.abc.store.Store | None = None) -> xr.Dataset:
     """Lazy open (no dask): every read below goes straight to the chunks it touches.
 
@@ -70,7 +91,8 @@ class WeatherSource:
         self.ds = open_dataset(path, store)
         self._check_schema()
         # Samples are read through the zarr arrays: xarray's lazy indexing costs ~1.7× the raw read per call.
-        group = zarr.open_group(str(path) if store is None else store, mode="r")
+        base = zarr.storage.LocalStore(path, read_only=True) if store is None else store
+        group = zarr.open_group(ShardIndexCache(base), mode="r")
         self.arrays = {name: group[name] for name in data.atmospheric + data.surface}
         self.times = self.ds["time"].values
         self.split_slice = self._split(split)

@@ -90,9 +90,9 @@ def setup(cfg: ExperimentConfig, ds_config: dict):
     layout = cfg.layout.as_layout()
     pipeline = cfg.layout.pp > 1
     check_engine(cfg, ds_config, pipeline)
-    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, layout.wp, layout.sp,
-                      cfg.layout.window_assignment, cfg.model.lat_mode)
-    validate_layout(layout, dist.get_world_size(), grid, cfg.model.heads, cfg.model.depth)
+    geometry = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, assignment=cfg.layout.window_assignment,
+                          lat_mode=cfg.model.lat_mode)
+    grid = validate_layout(layout, dist.get_world_size(), geometry, cfg.model.heads, cfg.model.depth)
     ps = init_parallel(layout)
 
     store = resolve_store(cfg)
@@ -121,21 +121,27 @@ def setup(cfg: ExperimentConfig, ds_config: dict):
     return engine, ps, batches, pipeline, micro * acc * layout.dp
 
 
-def train_step(engine, batches_iter, pipeline: bool, replica_group) -> float:
-    """One optimizer step over all accumulation micro-batches; returns the global mean loss."""
+def train_step(engine, batches_iter, pipeline: bool, replica_group) -> tuple[float, float]:
+    """One optimizer step over all accumulation micro-batches; returns (global mean loss, gradient norm)."""
     if pipeline:
-        return float(engine.train_batch(data_iter=batches_iter))
+        return float(engine.train_batch(data_iter=batches_iter)), float(engine.get_global_grad_norm())
     device = engine.device
-    total = 0.0
-    for _ in range(engine.gradient_accumulation_steps()):
+    total, norm = 0.0, float("nan")
+    for micro in range(engine.gradient_accumulation_steps()):
         (x, t), labels = next(batches_iter)
         loss = weighted_mse(engine(x.to(device), t.to(device)), tuple(a.to(device) for a in labels))
         engine.backward(loss)
+        if micro == engine.gradient_accumulation_steps() - 1 and engine.zero_optimization_stage() == 0:
+            # ZeRO-0 clips without keeping the norm; the gradients are already averaged here.
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in engine.module.parameters()
+                                                        if p.grad is not None]))
         engine.step()
         total += loss.detach().float()
     total = total / engine.gradient_accumulation_steps()
     dist.all_reduce(total, group=replica_group)
-    return float(total) / dist.get_world_size(replica_group)
+    if engine.get_global_grad_norm() is not None:
+        norm = float(engine.get_global_grad_norm())
+    return float(total) / dist.get_world_size(replica_group), norm
 
 
 def device_peak(dtype: torch.dtype) -> float:
@@ -149,11 +155,6 @@ def device_peak(dtype: torch.dtype) -> float:
         if key in name:
             return peak_flops(kind, dtype)
     return float("nan")
-
-
-def grad_norm(engine) -> float:
-    norm = engine.get_global_grad_norm()
-    return float(norm) if norm is not None else float("nan")
 
 
 def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
@@ -178,13 +179,13 @@ def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
     while step < cfg.train.steps:
         reset_byte_counters()
         tick = time.time()
-        loss = train_step(engine, loader, pipeline, ps.replica_group)
+        loss, norm = train_step(engine, loader, pipeline, ps.replica_group)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step}: stopping before the weights are saved")
         ema.update()
         step += 1
         seconds = time.time() - tick
-        record = {"step": step, "loss": loss, "grad_norm": grad_norm(engine), "lr": engine.get_lr()[0],
+        record = {"step": step, "loss": loss, "grad_norm": norm, "lr": engine.get_lr()[0],
                   "step_s": seconds, "samples_per_s": global_batch / seconds,
                   "tflops_per_device": flops_per_step / seconds / 1e12, "mfu": flops_per_step / seconds / peak,
                   **{f"bytes_{axis}": int(n) for axis, n in BYTES_SENT.items()}}

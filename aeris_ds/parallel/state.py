@@ -47,8 +47,11 @@ def ensure_dist_env() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, depth: int) -> None:
-    """Every way a layout can fail to fit, as one clear error before any work starts."""
+def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, depth: int) -> WindowGrid:
+    """Every way a layout can fail to fit, as one clear error before any work starts.
+
+    ``grid`` gives the geometry (its own WP/SP are ignored); returns it spread over the layout's WP × SP.
+    """
     errors = []
     if layout.world != world:
         errors.append(f"layout {layout} has {layout.world} ranks but the world has {world}")
@@ -59,7 +62,7 @@ def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, de
     if errors:
         raise ValueError("; ".join(errors))
     # WindowGrid checks windows over WP and tokens per window over SP.
-    WindowGrid(grid.lat, grid.lon, grid.window, layout.wp, layout.sp, grid.assignment, grid.lat_mode)
+    return WindowGrid(grid.lat, grid.lon, grid.window, layout.wp, layout.sp, grid.assignment, grid.lat_mode)
 
 
 def init_parallel(layout: Layout) -> ParallelState:

@@ -262,7 +262,7 @@ def report(results: Path, out: Path) -> list[Path]:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    labels = [f"{r['layout'].replace(',', ' ')}\nmb{r['micro_batch']}" for r in rows]
+    labels = [r["id"] for r in rows]
     x = range(len(rows))
 
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
@@ -273,7 +273,7 @@ def report(results: Path, out: Path) -> list[Path]:
             ax.bar([], [], color=c, label=f"{kind} scaling")
     ax.axhline(1, color="k", lw=0.5)
     ax.set(ylabel="efficiency vs 1 rank", title="Scaling efficiency")
-    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_xticks(list(x), labels, fontsize=7, rotation=30, ha="right")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "scaling.png", dpi=120)
@@ -282,7 +282,7 @@ def report(results: Path, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
     ax.bar(x, [r["mfu"] for r in rows])
     ax.set(ylabel="MFU (model FLOP/s ÷ measured GEMM peak)", title="MFU by layout")
-    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_xticks(list(x), labels, fontsize=7, rotation=30, ha="right")
     fig.tight_layout()
     fig.savefig(out / "mfu.png", dpi=120)
     plt.close(fig)
@@ -295,7 +295,7 @@ def report(results: Path, out: Path) -> list[Path]:
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.plot(list(x), [r["step_time_s"] for r in rows], "k*", ms=10, label="measured step")
     ax.set(ylabel="seconds per step", title=f"Step time: model breakdown vs measured ({machine.name})")
-    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_xticks(list(x), labels, fontsize=7, rotation=30, ha="right")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "breakdown.png", dpi=120)

@@ -3,7 +3,7 @@
     python tools/perfmodel.py                       # the paper's Aurora headline, predicted
     python tools/perfmodel.py calibrate results/sweep_cpu/results.jsonl [--write]
 
-``calibrate`` fits the CPU machine's efficiency and per-micro-batch overhead on the 1-rank runs of a
+``calibrate`` fits the CPU machine's efficiency and per-step overhead on the 1-rank runs of a
 sweep and reports the prediction error on every multi-rank layout (not used in the fit).
 """
 
@@ -63,7 +63,7 @@ def calibrate_cmd(results: Path, write: bool) -> None:
     fitted, errors = calibrate(records, machine, fit)
     print(f"CPU ({records[0].get('machine', '?')}): efficiency {fitted.efficiency:.3f} of the measured fp32 GEMM "
           f"rate {fitted.peak['fp32'] / 1e9:.1f} GFLOP/s per core, overhead {fitted.overhead * 1e3:.0f} ms per "
-          "micro-batch")
+          "step")
     print(f"{'run':<24}{'ranks':>6}{'measured s':>12}{'predicted s':>12}{'error':>8}  used")
     for r, err, used in zip(records, errors, fit, strict=True):
         print(f"{r['id']:<24}{r['ranks']:>6}{r['step_time_s']:>12.3f}{r['step_time_s'] * (1 + err):>12.3f}"

@@ -1,7 +1,7 @@
 """A performance model of SWiPe training: step time of a config on a layout and a machine.
 
-    step = (m + p − 1) · t_micro + t_grad          (1F1B: the bubble is (p − 1)/(m + p − 1) of the step)
-    t_micro = compute + Ulysses/shift all-to-alls + pipeline sends + overhead   (one micro-batch, one stage)
+    step = (m + p − 1) · t_micro + t_grad + overhead   (1F1B: the bubble is (p − 1)/(m + p − 1) of the step)
+    t_micro = compute + Ulysses/shift all-to-alls + pipeline sends   (one micro-batch, one stage)
     compute = hardware FLOPs of the stage's share ÷ (peak × efficiency)
     t_grad  = reduce-scatter + all-gather (ZeRO-1) or all-reduce of the stage's gradients over DP·WP·SP
 
@@ -41,7 +41,7 @@ class Machine:
     peak: dict[str, float]  # FLOP/s per device by dtype
     memory: float  # bytes per device
     efficiency: float = 0.35  # achieved fraction of peak on the model's matmuls
-    overhead: float = 0.0  # seconds per micro-batch per stage not in FLOPs or bytes (framework, kernels)
+    overhead: float = 0.0  # seconds per step not in FLOPs or bytes (optimizer, data, framework)
     assumptions: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -80,7 +80,7 @@ def cpu_machine(calibration: Path | None = CALIBRATION) -> Machine:
     peak = cal.get("peak") or {"fp32": cpu_gemm_rate("fp32"), "bf16": cpu_gemm_rate("bf16")}
     notes = ("device = one core; peak = this machine's measured 1-thread GEMM rate (fp32 and bf16)",
              "gloo over shared memory: 1 GB/s, 50 µs per message (assumed, not measured)",
-             "efficiency and per-micro-batch overhead fitted to local runs" if cal else "uncalibrated defaults")
+             "efficiency and per-step overhead fitted to 1-rank local runs" if cal else "uncalibrated defaults")
     link = Link(1 * GB, 50e-6)
     return Machine("cpu", "cpu", cores, link, link, peak, 8 * GB, cal.get("efficiency", 0.5),
                    cal.get("overhead", 0.0), notes)
@@ -232,7 +232,7 @@ def predict(cfg: ExperimentConfig, machine: Machine, run: Run = Run(), nodes: in
     pp_bytes = 2 * tokens * cfg.model.dim * elem if lay.pp > 1 else 0.0  # activation forward, its gradient back
     pp_link = link[lay.dp * lay.wp * lay.sp >= per_node]
     t_pp = pp_bytes / pp_link.bandwidth + 2 * pp_link.latency if lay.pp > 1 else 0.0
-    t_micro = compute + t_sp + t_wp + t_pp + machine.overhead
+    t_micro = compute + t_sp + t_wp + t_pp
 
     m = run.accumulation
     bubble = bubble_fraction(lay.pp, m)
@@ -243,10 +243,11 @@ def predict(cfg: ExperimentConfig, machine: Machine, run: Run = Run(), nodes: in
     grad_link = link[_spans(r, per_node)]
     t_grad = grad_bytes / grad_link.bandwidth + 2 * math.log2(r) * grad_link.latency if r > 1 else 0.0
 
-    per_micro = {"compute": compute, "sp": t_sp, "wp": t_wp, "pp": t_pp, "overhead": machine.overhead}
+    per_micro = {"compute": compute, "sp": t_sp, "wp": t_wp, "pp": t_pp}
     times = {k: m * v for k, v in per_micro.items()}
     times["bubble"] = (lay.pp - 1) * t_micro
     times["grad"] = t_grad
+    times["overhead"] = machine.overhead
     mem = memory_per_rank(cfg, run.micro_batch, run.zero_stage, run.bf16, run.accumulation)
     samples = run.micro_batch * m * lay.dp
     return Prediction(
@@ -285,7 +286,7 @@ def _linear_terms(cfg: ExperimentConfig, machine: Machine, run: Run, nodes: int)
 
 
 def calibrate(records: list[dict], machine: Machine, fit: list[bool]) -> tuple[Machine, list[float]]:
-    """Fit efficiency and per-micro-batch overhead to measured step times (least squares over ``fit``).
+    """Fit efficiency and per-step overhead to measured step times (least squares over ``fit``).
 
     Returns the calibrated machine and each record's relative error (predicted / measured − 1).
     """

@@ -15,8 +15,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / 
 
 from aeris_ds.data import heldsuarez, schema  # noqa: E402
 
-CHUNK_DAYS = 10  # one compiled chunk length shared by every test in this module
-SPINUP_DAYS = 120
+# One compiled chunk length shared by every test in this module (the generation test uses it too), short
+# so the generation/resume test runs a few days only.
+CHUNK_DAYS = 2
+# Measured from rest (T21, seed 0): jets and the temperature gradient build up axisymmetrically over ~40 days,
+# baroclinic eddies appear ~day 50 and saturate ~day 75 (z500 zonal-anomaly std ~5 → ~650 m²/s²). 70 days
+# puts the 20-day control window (days 70–90) in the eddying regime; the climate test asserts the eddies.
+SPINUP_DAYS = 70
 
 
 def test_held_import_does_not_load_jax():
@@ -37,44 +42,52 @@ def spun_up(model):
     return state
 
 
+def _run(model, state, days: int) -> dict[str, np.ndarray]:
+    """6-hourly frames of ``days`` days from ``state``."""
+    frames = []
+    for _ in range(days // CHUNK_DAYS):
+        state, f = model.run_chunk(state)
+        frames.append(f.data)
+    return {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+
+
 @pytest.fixture(scope="module")
 def control(model, spun_up):
     """20 days of 6-hourly frames after the spin-up."""
-    state, a = model.run_chunk(spun_up)
-    _, b = model.run_chunk(state)
-    return {k: np.concatenate([a.data[k], b.data[k]]) for k in a.data}
+    return _run(model, spun_up, 20)
 
 
 def _gen(path, days_train, days_valid=0.0, days_test=0.0):
+    """A store after a one-chunk spin-up (the store's content is not what these tests check)."""
     return heldsuarez.generate(path, years_train=days_train / 365, years_valid=days_valid / 365,
                                years_test=days_test / 365, spinup_days=CHUNK_DAYS, seed=1,
                                chunk_days=CHUNK_DAYS, progress=False)
 
 
 def test_held_generation_writes_valid_store_and_resumes_identically(tmp_path):
-    # Uninterrupted: 6 + 2 + 2 days = 40 frames, one chunk after the one-chunk spin-up.
-    full = schema.open_store(_gen(tmp_path / "full.zarr", 6, 2, 2)).load()
+    # Uninterrupted: 4 + 1 + 1 days = 24 frames = 3 chunks after the one-chunk spin-up.
+    full = schema.open_store(_gen(tmp_path / "full.zarr", 4, 1, 1)).load()
     schema.validate_store(full, heldsuarez.VARIABLES, heldsuarez.PRESSURE_LEVELS_HPA)
-    assert full.sizes == {"time": 40, "level": 3, "latitude": 32, "longitude": 64}
-    assert full.attrs["split_train"] == "2001-01-01T00:00:00/2001-01-06T18:00:00"
-    assert full.attrs["split_valid"] == "2001-01-07T00:00:00/2001-01-08T18:00:00"
-    assert full.attrs["split_test"] == "2001-01-09T00:00:00/2001-01-10T18:00:00"
+    assert full.sizes == {"time": 24, "level": 3, "latitude": 32, "longitude": 64}
+    assert full.attrs["split_train"] == "2001-01-01T00:00:00/2001-01-04T18:00:00"
+    assert full.attrs["split_valid"] == "2001-01-05T00:00:00/2001-01-05T18:00:00"
+    assert full.attrs["split_test"] == "2001-01-06T00:00:00/2001-01-06T18:00:00"
     assert full.attrs["seed"] == 1 and "Held-Suarez" in full.attrs["title"]
     ps = full["surface_pressure"].values
     assert 9.0e4 < ps.min() and ps.max() < 1.1e5
     assert np.all(full["land_sea_mask"].values == 0)
-    # "Killed" after 3 days (mid-chunk), then resumed with the full request.
+    # "Killed" after 3 days (mid-way through the second chunk), then resumed with the full request.
     part = tmp_path / "part.zarr"
     _gen(part, 3)
     assert schema.open_store(part).sizes["time"] == 12
-    resumed = schema.open_store(_gen(part, 6, 2, 2)).load()
+    resumed = schema.open_store(_gen(part, 4, 1, 1)).load()
     xr.testing.assert_identical(resumed, full)
     with pytest.raises(ValueError, match="seed"):
         heldsuarez.generate(part, years_train=30 / 365, seed=2, spinup_days=CHUNK_DAYS,
                             chunk_days=CHUNK_DAYS, progress=False)
 
 
-def test_held_climate_has_jets_and_meridional_temperature_gradient(model, control):
+def test_held_climate_has_jets_eddies_and_meridional_temperature_gradient(model, control):
     lat = model.latitude
     u = control["u_component_of_wind"].mean(axis=(0, 3))  # time and zonal mean: (level, lat)
     temp = control["temperature"].mean(axis=(0, 3))
@@ -85,14 +98,16 @@ def test_held_climate_has_jets_and_meridional_temperature_gradient(model, contro
         assert 20 < abs(lat[hemisphere][jet.argmax()]) < 60
         tropics, polar = np.abs(lat) < 15, np.abs(lat) > 70
         assert temp[i850][tropics & hemisphere].mean() - temp[i850][polar & hemisphere].mean() > 20.0
+    # Baroclinic eddies: z500 departs from its zonal mean by far more than in the axisymmetric spin-up (~5–30).
+    z500 = control["geopotential"][:, heldsuarez.PRESSURE_LEVELS_HPA.index(500)]
+    eddy = (z500 - z500.mean(axis=-1, keepdims=True)).std()
+    assert eddy > 200.0, f"no baroclinic eddies: z500 zonal-anomaly std {eddy:.0f} m2/s2"
 
 
 def test_held_chaos_small_perturbation_grows(model, spun_up, control):
     perturbed = model.perturb_temperature(spun_up, kelvin=1e-2, seed=5)
-    state, a = model.run_chunk(perturbed)
-    _, b = model.run_chunk(state)
     z500 = heldsuarez.PRESSURE_LEVELS_HPA.index(500)
-    perturbed_z = np.concatenate([a.data["geopotential"], b.data["geopotential"]])[:, z500]
+    perturbed_z = _run(model, perturbed, 20)["geopotential"][:, z500]
     diff = perturbed_z - control["geopotential"][:, z500]
     rmse = np.sqrt((diff.astype(np.float64) ** 2).mean(axis=(1, 2)))
     assert rmse[0] > 0

@@ -37,8 +37,11 @@ def _worker(rank: int, world: int, port: int, out: Path, fn, args) -> None:
 def run_ranks(world: int, fn, *args, tmp: Path, timeout: float = 600) -> list:
     """fn(*args) on `world` ranks; returns each rank's result, re-raising the first rank error."""
     tmp.mkdir(parents=True, exist_ok=True)
+    # forkserver: ranks fork from a clean server process, not from pytest, which may hold threads (JAX's)
+    # that make a plain fork unsafe; the server imports the heavy modules once for every later job.
+    mp.set_forkserver_preload(["torch", "deepspeed", "aeris_ds.train"])
     ctx = mp.start_processes(_worker, args=(world, _free_port(), tmp, fn, args), nprocs=world, join=False,
-                             start_method="fork")
+                             start_method="forkserver")
     try:
         while not ctx.join(timeout=timeout):
             pass

@@ -37,13 +37,13 @@ def headline() -> None:
     print(f"shifted windows move f = {h['moved_fraction']:.3f} of tokens across WP ranks; memory per tile "
           f"{p.memory.describe()} of {p.capacity / GiB:.0f} GiB")
     print("sensitivity to the one unknown setting, micro-batches per step (efficiency refitted each time):")
-    for m in (20, 40, 80, 160):
+    for acc in (20, 40, 80, 160):
         try:
-            alt = aurora_headline(m)
+            alt = aurora_headline(acc)
         except ValueError as err:  # the bubble alone rules the figure out
-            print(f"  accumulation {m:>3}: {err}")
+            print(f"  accumulation {acc:>3}: {err}")
             continue
-        print(f"  accumulation {m:>3}: efficiency {alt['machine'].efficiency:.3f}, bubble "
+        print(f"  accumulation {acc:>3}: efficiency {alt['machine'].efficiency:.3f}, bubble "
               f"{alt['prediction'].bubble:.0%}, weak {alt['weak']:.3f}, strong {alt['strong']:.3f}")
     print("assumed (not fitted):")
     for note in m.assumptions:

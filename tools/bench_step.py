@@ -7,7 +7,7 @@ reduced depth (dim 1536, 12 heads, SwiGLU 4096, 30×30 windows, depth 2 = one pl
 batch 1), each in fp32 (ds_configs/zero1_fp32.json) and, where the CPU has native bf16 (or with --force-bf16),
 in bf16 (ds_configs/zero1_bf16.json). Model FLOPs
 come from aeris_ds.perf.flops (forward + backward, no recompute) and are cross-checked against
-torch's FlopCounterMode on one step. Each case runs in its own forked process, so its peak RSS is its own.
+torch's FlopCounterMode on one step. Each case runs in its own fresh process, so its peak RSS is its own.
 Goals (issue 3): fp32 ≥ 0.5 of the fp32 GEMM rate; bf16 ≥ 1.5× faster where the CPU has native bf16.
 """
 
@@ -102,10 +102,10 @@ def run_case(name: str, ds_name: str, store: str, out: str, big_grid: tuple[int,
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds)
     data = itertools.repeat(batches[0])
     with FlopCounterMode(display=False) as counter:
-        loss0 = train_step(engine, data, pipeline, ps.replica_group)
+        loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
     counted = counter.get_total_flops()
     start = time.perf_counter()
-    losses = [train_step(engine, data, pipeline, ps.replica_group) for _ in range(steps)]
+    losses = [train_step(engine, data, pipeline, ps.replica_group)[0] for _ in range(steps)]
     wall = (time.perf_counter() - start) / steps
     table = None
     if profile:
@@ -131,8 +131,8 @@ def _child(conn, args) -> None:
 
 
 def in_child(*args) -> dict:
-    """One case in a fresh forked process: its own process group, peak RSS and DeepSpeed globals."""
-    ctx = mp.get_context("fork")
+    """One case in a fresh process: its own process group, peak RSS and DeepSpeed globals."""
+    ctx = mp.get_context("spawn")  # a fork after the GEMM warm-up inherits a busy OpenMP pool and hangs
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child, args))
     proc.start()

@@ -12,18 +12,11 @@ from aeris_ds.perf.flops import parameter_counts
 
 
 def test_info_parameter_count_equals_the_built_model():
-    from aeris_ds.model.layers import grid_latitudes, grid_longitudes
-    from aeris_ds.model.swin_dit import SequentialDiT, layer_specs, position_encoding
-    from aeris_ds.parallel.layout import WindowGrid
-    from aeris_ds.parallel.router import WindowRouting
+    from aeris_ds.model.swin_dit import single_process_model
 
     for name in ("tiny", "small"):
         cfg = load_config(name)
-        grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window)
-        routing = WindowRouting(grid, 0, 0)
-        pos = position_encoding(grid_latitudes(cfg.grid.lat), grid_longitudes(cfg.grid.lon), routing.home_ids,
-                                cfg.model.pos_freqs)
-        model = SequentialDiT(layer_specs(cfg, routing, pos))
+        model, _ = single_process_model(cfg)
         assert parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters()), name
 
 

@@ -15,16 +15,9 @@ from aeris_ds.perf import flops
 
 def _single_process_model(cfg):
     """The model exactly as train.setup builds it on one rank, without DeepSpeed."""
-    from aeris_ds.model.layers import grid_latitudes, grid_longitudes
-    from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
-    from aeris_ds.parallel.layout import WindowGrid
-    from aeris_ds.parallel.router import WindowRouting
+    from aeris_ds.model.swin_dit import single_process_model
 
-    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, 1, 1, "blocks", cfg.model.lat_mode)
-    routing = WindowRouting(grid, 0, 0)
-    pos = position_encoding(grid_latitudes(cfg.grid.lat), grid_longitudes(cfg.grid.lon), routing.home_ids,
-                            cfg.model.pos_freqs)
-    return build_model(layer_specs(cfg, routing, pos), pipeline=False)
+    return single_process_model(cfg)[0]
 
 
 @pytest.mark.parametrize("name,overrides", [

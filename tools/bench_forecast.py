@@ -68,21 +68,12 @@ def build(model: str, batch: int) -> tuple[nn.Module, Tensor, Tensor]:
         net = ConvVelocity(channels)
         return net, torch.randn(batch, channels, 32, 64), torch.randn(batch, channels, 32, 64)
     from aeris_ds.config import load_config
-    from aeris_ds.model.layers import grid_latitudes, grid_longitudes
-    from aeris_ds.model.swin_dit import SequentialDiT, layer_specs, position_encoding
-    from aeris_ds.parallel.layout import WindowGrid
-    from aeris_ds.parallel.router import WindowRouting
+    from aeris_ds.model.swin_dit import single_process_model
 
     cfg = load_config(model)
-    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, 1, 1, cfg.layout.window_assignment,
-                      cfg.model.lat_mode)
-    routing = WindowRouting(grid, 0, 0, cfg.layout.shift_exchange)
-    position = position_encoding(grid_latitudes(cfg.grid.lat), grid_longitudes(cfg.grid.lon),
-                                 routing.home_ids, cfg.model.pos_freqs)
-    net = SequentialDiT(layer_specs(cfg, routing, position), cfg.train.seed)
-    out = cfg.data.n_channels
-    return (net, torch.randn(batch, grid.n_tokens, out),
-            torch.randn(batch, grid.n_tokens, cfg.in_channels - out))
+    net, _ = single_process_model(cfg, seed=cfg.train.seed)
+    out, tokens = cfg.data.n_channels, cfg.grid.lat * cfg.grid.lon
+    return net, torch.randn(batch, tokens, out), torch.randn(batch, tokens, cfg.in_channels - out)
 
 
 def bench_sampler(model: str, batch: int, steps: int, repeats: int) -> dict[str, float]:

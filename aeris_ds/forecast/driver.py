@@ -24,9 +24,7 @@ from aeris_ds.data.stats import load_stats
 from aeris_ds.diffusion.sampler import SamplerConfig, sample
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import ForecastStore
-from aeris_ds.model.swin_dit import SequentialDiT, layer_specs, position_encoding
-from aeris_ds.parallel.layout import WindowGrid
-from aeris_ds.parallel.router import WindowRouting
+from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.weights import load_into
 
 
@@ -43,11 +41,9 @@ class Forecaster:
         stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
         self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
         self.tendency_scale = tend_std / self.std  # normalised tendency → normalised state units
-        grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, lat_mode=cfg.model.lat_mode)
-        routing = WindowRouting(grid, 0, 0)
+        model, routing = single_process_model(cfg, self.source.lat, self.source.lon)
+        self.model = model.eval()
         self.ids = routing.home_ids  # token order of a state: grid ids, window-major
-        position = position_encoding(self.source.lat, self.source.lon, self.ids, cfg.model.pos_freqs)
-        self.model = SequentialDiT(layer_specs(cfg, routing, position)).eval()
         load_into(self.model, saved["ema" if use_ema else "params"])
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)

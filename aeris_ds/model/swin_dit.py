@@ -15,7 +15,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aeris_ds.config import ExperimentConfig
-from aeris_ds.model.layers import AxialRoPE2D, NoiseEmbedding, SwiGLU, init_zero, modulate
+from aeris_ds.model.layers import (
+    AxialRoPE2D,
+    NoiseEmbedding,
+    SwiGLU,
+    grid_latitudes,
+    grid_longitudes,
+    init_zero,
+    modulate,
+    sphere_position_encoding,
+)
+from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.router import WindowRouting
 
 Activations = tuple[torch.Tensor, torch.Tensor]
@@ -147,7 +157,20 @@ def build_model(specs: list[LayerSpec], pipeline: bool, stages: int = 1, topolog
 
 def position_encoding(lat: np.ndarray, lon: np.ndarray, home_ids: np.ndarray, n_freqs: int) -> torch.Tensor:
     """Encoding of this rank's home tokens, from the store's own coordinates."""
-    from aeris_ds.model.layers import sphere_position_encoding
-
     rows, cols = np.divmod(home_ids, len(lon))
     return sphere_position_encoding(lat[rows], lon[cols], n_freqs)
+
+
+def single_process_model(cfg: ExperimentConfig, lat: np.ndarray | None = None, lon: np.ndarray | None = None,
+                         seed: int = 0) -> tuple[SequentialDiT, WindowRouting]:
+    """The whole network on one rank (WP = SP = 1) and its token order, for forecasts, FLOP counts and benchmarks.
+
+    ``lat``/``lon`` are the store's coordinates; an equiangular grid without pole rows when not given.
+    """
+    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, assignment=cfg.layout.window_assignment,
+                      lat_mode=cfg.model.lat_mode)
+    routing = WindowRouting(grid, 0, 0, cfg.layout.shift_exchange)
+    lat = grid_latitudes(cfg.grid.lat) if lat is None else lat
+    lon = grid_longitudes(cfg.grid.lon) if lon is None else lon
+    position = position_encoding(lat, lon, routing.home_ids, cfg.model.pos_freqs)
+    return SequentialDiT(layer_specs(cfg, routing, position), seed), routing

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
+
+from aeris_ds.errors import run_command
 
 # Subcommand → module whose main(argv) runs it; imported lazily so `aeris-ds info` stays light.
 COMMANDS = {
@@ -59,8 +60,7 @@ def data(argv: list[str]) -> None:
     print(save_stats(compute_stats(WeatherSource(args.store, cfg.data, cfg.data.train_split)), args.store))
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def dispatch(argv: list[str]) -> int | None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
@@ -71,9 +71,14 @@ def main(argv: list[str] | None = None) -> None:
         return data(rest)
     if command not in COMMANDS:
         raise SystemExit(f"unknown command {command!r}; one of: info, data, {', '.join(COMMANDS)}")
-    result = importlib.import_module(COMMANDS[command]).main(rest)
-    if isinstance(result, int) and result:
-        raise SystemExit(result)
+    return importlib.import_module(COMMANDS[command]).main(rest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Every command: user errors end in one line ``error: …`` and a non-zero exit (``--debug``: traceback)."""
+    code = run_command(dispatch, argv)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aeris_ds.errors import ConfigError, MissingPathError
 from aeris_ds.parallel.layout import Layout
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -163,13 +164,19 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Expe
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"config {name_or_path!r} not found (presets: {', '.join(presets)})")
-    raw = yaml.safe_load(path.read_text()) or {}
+        raise MissingPathError(f"config {name_or_path!r} not found (presets: {', '.join(presets)})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model, data, …), got {type(raw).__name__}")
     raw = _merge(raw, overrides or {})
     try:
         return ExperimentConfig(**raw)
     except ValidationError as err:
-        raise ValueError(f"invalid config {path}:\n{err}") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid config {path}: {problems}") from None
 
 
 def load_ds_config(path: str | Path) -> dict:
@@ -178,8 +185,14 @@ def load_ds_config(path: str | Path) -> dict:
     if not candidate.exists() and (REPO_ROOT / candidate).exists():
         candidate = REPO_ROOT / candidate
     if not candidate.exists():
-        raise FileNotFoundError(f"DeepSpeed config {path} not found")
-    return json.loads(candidate.read_text())
+        raise MissingPathError(f"DeepSpeed config {path} not found")
+    try:
+        config = json.loads(candidate.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"DeepSpeed config {candidate} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"DeepSpeed config {candidate} must be a JSON object")
+    return config
 
 
 def parse_layout(text: str) -> dict[str, int]:
@@ -188,6 +201,6 @@ def parse_layout(text: str) -> dict[str, int]:
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key not in ("dp", "pp", "wp", "sp") or not value.isdigit():
-            raise ValueError(f"bad layout item {part!r}: expected dp=N, pp=N, wp=N or sp=N")
+            raise ConfigError(f"bad layout item {part!r}: expected dp=N, pp=N, wp=N or sp=N")
         out[key] = int(value)
     return out

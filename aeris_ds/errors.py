@@ -1,0 +1,105 @@
+"""User errors and how every command reports them.
+
+A user error (a wrong config, a layout that does not divide, missing or corrupt data, a damaged checkpoint,
+an output path that would clobber something) is raised as a ``UserError`` subclass whose message names the
+cause and the file. Commands run through ``run_command``, which prints it as one line, ``error: <message>``,
+once (rank 0, or the rank that failed alone), and exits non-zero. Anything else is a bug and keeps its
+traceback. ``--debug`` (or ``AERIS_DEBUG=1``) shows the traceback of user errors too.
+
+The classes also derive from the matching built-in exception, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported as one line, without a traceback.
+
+    ``every_rank``: every rank of a job meets this error at the same point (a config, a layout, a checkpoint),
+    so only rank 0 prints it. Errors that one rank meets alone (its own block of a corrupt store) print on
+    that rank.
+    """
+
+    every_rank = True
+
+
+class ConfigError(UserError, ValueError):
+    """The experiment YAML, the DeepSpeed JSON or a command-line setting is wrong."""
+
+
+class LayoutError(UserError, ValueError):
+    """The parallel layout does not fit the world size, the grid or the model."""
+
+
+class DataError(UserError, ValueError):
+    """A store or file is missing a variable, is corrupt, or holds non-finite values."""
+
+    every_rank = False
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint or weights file is missing, damaged, or for another model."""
+
+
+class OutputError(UserError, FileExistsError):
+    """An output path would overwrite or delete something the command did not create."""
+
+
+class MissingPathError(UserError, FileNotFoundError):
+    """A path the command needs does not exist."""
+
+
+def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """(debug?, argv without ``--debug``): the flag is accepted by every command."""
+    debug = "--debug" in argv or os.environ.get("AERIS_DEBUG", "") not in ("", "0")
+    return debug, [a for a in argv if a != "--debug"]
+
+
+def _rank() -> int:
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def report(err: BaseException, log: Path | None = None) -> None:
+    """Print ``error: …`` once per job; the traceback goes to ``log`` when given."""
+    if log is not None:
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                traceback.print_exception(err, file=f)
+        except OSError:
+            pass
+    every_rank = getattr(err, "every_rank", True)
+    if _rank() == 0 or not every_rank:
+        prefix = "" if _rank() == 0 else f"[rank {_rank()}] "
+        message = str(err).strip() or type(err).__name__
+        print(f"{prefix}error: {message}", file=sys.stderr, flush=True)
+
+
+def run_command(main: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """Run a command's ``main(argv)``: user errors become one line and exit code 2, Ctrl-C exit code 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug, argv = debug_requested(argv)
+    try:
+        result = main(argv)
+    except UserError as err:
+        if debug:
+            raise
+        report(err)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        if _rank() == 0:
+            print("interrupted: outputs that were not complete were left as temporary files or not written",
+                  file=sys.stderr, flush=True)
+        return 130
+    return int(result) if isinstance(result, int) else 0

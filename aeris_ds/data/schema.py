@@ -62,6 +62,9 @@ _UNIT_ALIASES = {
 
 _DEFAULT_INNER_CHUNKS = {"latitude": 8, "longitude": 16}
 _SHARD_TARGET_BYTES = 64 * 2**20
+# zstd as zarr's default, then a crc32c of every inner chunk: a damaged byte fails the read instead of
+# decoding to finite garbage.
+CHUNK_COMPRESSORS = (zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec())
 
 
 def expected_dims(name: str) -> tuple[str, ...]:
@@ -165,7 +168,7 @@ def _encoding(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: 
             t_shard = times_per_shard or max(1, _SHARD_TARGET_BYTES // per_time)
             t_shard = min(t_shard, var.sizes["time"]) if times_per_shard is None else t_shard
             shards = [t_shard if s is None else s for s in shards]
-        enc[str(name)] = {"chunks": tuple(chunks), "shards": tuple(shards)}
+        enc[str(name)] = {"chunks": tuple(chunks), "shards": tuple(shards), "compressors": CHUNK_COMPRESSORS}
     if "time" in ds.coords:
         # A fixed epoch so that appended times encode consistently.
         enc["time"] = {"units": "hours since 1970-01-01", "dtype": "int64"}

@@ -57,7 +57,8 @@ def data(argv: list[str]) -> None:
     from aeris_ds.data.stats import compute_stats, save_stats
 
     cfg = load_config(args.config)
-    print(save_stats(compute_stats(WeatherSource(args.store, cfg.data, cfg.data.train_split)), args.store))
+    source = WeatherSource(args.store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
+    print(save_stats(compute_stats(source), args.store))
 
 
 def dispatch(argv: list[str]) -> int | None:

@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aeris_ds.data.grid_adapt import GridAdapt
+from aeris_ds.data.splits import parse_range
 from aeris_ds.errors import ConfigError, MissingPathError
 from aeris_ds.parallel.layout import Layout
 
@@ -65,9 +67,19 @@ class DataConfig(Strict):
     levels: list[int] = [250, 500, 850]
     lead_hours: int = Field(6, gt=0)
     train_split: str = "train"
+    splits: dict[str, str] = Field(
+        {}, description='time ranges "START/END" (inclusive) by split name; else the store\'s split_<name> attrs')
+    grid_adapt: GridAdapt = Field(
+        "none", description="store rows → grid.lat rows: none, drop_poles, crop or pad (data/grid_adapt.py)")
     forcings: list[Literal["toa_solar", "statics", "time"]] = ["toa_solar", "time"]
     workers: int = Field(1, ge=0, description="prefetch worker processes per rank")
     preload: bool = Field(False, description="hold this rank's block of the training split in memory")
+
+    @model_validator(mode="after")
+    def _check_splits(self) -> DataConfig:
+        for spec in self.splits.values():
+            parse_range(spec)
+        return self
 
     @property
     def channel_names(self) -> list[str]:

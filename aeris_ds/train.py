@@ -96,10 +96,7 @@ def setup(cfg: ExperimentConfig, ds_config: dict):
     ps = init_parallel(layout)
 
     store = resolve_store(cfg)
-    source = WeatherSource(store, cfg.data, cfg.data.train_split)
-    if (len(source.lat), len(source.lon)) != (cfg.grid.lat, cfg.grid.lon):
-        raise ValueError(f"store {store} is {len(source.lat)}×{len(source.lon)}, config grid is "
-                         f"{cfg.grid.lat}×{cfg.grid.lon}")
+    source = WeatherSource(store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
     stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
 
     routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)

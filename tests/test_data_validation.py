@@ -45,10 +45,19 @@ def test_data_valid_missing_level(tmp_path, base):
 
 
 def test_data_valid_wrong_dims(tmp_path, base):
-    path = _write(tmp_path, base.assign(temperature=base["temperature"].transpose("time", "latitude", "level",
+    path = _write(tmp_path, base.assign(temperature=base["temperature"].transpose("level", "time", "latitude",
                                                                                    "longitude")))
-    with pytest.raises(ValueError, match=r"temperature has dims \('time', 'latitude', 'level', 'longitude'\)"):
+    with pytest.raises(ValueError, match=r"temperature has dims \('level', 'time', 'latitude', 'longitude'\)"):
         WeatherSource(path, CFG.data)
+
+
+def test_data_other_spatial_dim_order_reads_the_same(tmp_path, base):
+    """After time, a store may order level/latitude/longitude as it likes: the reader transposes."""
+    path = _write(tmp_path, base.assign(temperature=base["temperature"].transpose("time", "longitude", "level",
+                                                                                   "latitude")))
+    got = WeatherSource(path, CFG.data).read_times(slice(0, 2), ROWS, COLS)
+    want = WeatherSource(_write(tmp_path, base, "good.zarr"), CFG.data).read_times(slice(0, 2), ROWS, COLS)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_data_valid_time_gap(tmp_path, base):

@@ -11,7 +11,9 @@ import zarr
 from tqdm import tqdm
 
 from aeris_ds.config import DataConfig
+from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.data.schema import open_store
+from aeris_ds.data.splits import split_slice, split_spec
 
 
 class CountingStore(zarr.storage.WrapperStore):
@@ -83,16 +85,28 @@ def open_dataset(path: str | Path, store: zarr.abc.store.Store | None = None) ->
 
 
 class WeatherSource:
-    """Channels of a store in the model's order: atmospheric variables × levels, then surface variables."""
+    """Channels of a store in the model's order: atmospheric variables × levels, then surface variables.
+
+    Rows and columns are the model grid's (``data.grid_adapt`` of the store's grid, see grid_adapt.py):
+    ``grid`` (the model's lat × lon) is checked against it when given. The store is only ever read.
+    """
 
     def __init__(self, path: str | Path, data: DataConfig, split: str | None = None,
-                 store: zarr.abc.store.Store | None = None):
+                 store: zarr.abc.store.Store | None = None, grid: tuple[int, int] | None = None):
         self.path, self.cfg = Path(path), data
         self.ds = open_dataset(path, store)
         self._check_schema()
+        try:
+            self.grid = adapt_grid(self.ds["latitude"].values, self.ds["longitude"].values, data.grid_adapt,
+                                   None if grid is None else grid[0])
+        except ValueError as err:
+            raise ValueError(f"grid of {self.path}: {err}") from None
+        if grid is not None and self.grid.shape != tuple(grid):
+            raise ValueError(f"{self.grid.description} with data.grid_adapt {data.grid_adapt}, but the config grid "
+                             f"is {grid[0]}×{grid[1]} ({self.path}): set grid.lat/lon or data.grid_adapt")
         # Samples are read through the zarr arrays: xarray's lazy indexing costs ~1.7× the raw read per call.
         base = zarr.storage.LocalStore(path, read_only=True) if store is None else store
-        group = zarr.open_group(ShardIndexCache(base), mode="r")
+        self._group = group = zarr.open_group(ShardIndexCache(base), mode="r")
         self.arrays = {name: group[name] for name in data.atmospheric + data.surface}
         self.times = self.ds["time"].values
         self.split_slice = self._split(split)
@@ -109,8 +123,9 @@ class WeatherSource:
                 raise KeyError(f"variable {name!r} is missing from {self.path} (has: {sorted(self.ds.data_vars)})")
         expected = {"atm": ("time", "level", "latitude", "longitude"), "sfc": ("time", "latitude", "longitude")}
         for kind, names in (("atm", self.cfg.atmospheric), ("sfc", self.cfg.surface)):
-            for name in names:
-                if self.ds[name].dims != expected[kind]:
+            for name in names:  # time first; the other dims in any order (read_times transposes)
+                dims = self.ds[name].dims
+                if dims[:1] != ("time",) or sorted(dims) != sorted(expected[kind]):
                     raise ValueError(f"{name} has dims {self.ds[name].dims}, expected {expected[kind]}")
                 if {"scale_factor", "add_offset"} & set(self.ds[name].encoding):
                     raise ValueError(f"{name} in {self.path} is packed (scale_factor/add_offset): store it as floats")
@@ -119,32 +134,33 @@ class WeatherSource:
             missing = [lev for lev in self.cfg.levels if lev not in have]
             if missing:
                 raise KeyError(f"levels {missing} hPa missing from {self.path} (has {sorted(have)})")
-        lat = self.ds["latitude"].values
-        if not np.all(np.diff(lat) > 0):
-            raise ValueError(f"latitude in {self.path} must be ascending (WeatherBench2 order)")
         dt = np.diff(self.ds["time"].values)
         if len(dt) and not np.all(dt == dt[0]):
             gap = int(np.argmax(dt != dt[0]))
             raise ValueError(f"time gap in {self.path} after {self.ds['time'].values[gap]}")
 
     def _split(self, split: str | None) -> slice:
-        """Index range of a split from the store's ``split_<name>`` attribute ("start/end"), else everything."""
+        """Index range of a split: ``data.splits`` in the YAML, else the store's ``split_<name>`` attribute;
+        everything when ``split`` is None."""
         if split is None:
             return slice(0, len(self.times))
-        attr = self.ds.attrs.get(f"split_{split}")
-        if attr is None:
-            raise KeyError(f"store {self.path} has no split {split!r} (attribute split_{split})")
-        start, end = (np.datetime64(s) for s in attr.split("/"))
-        idx = np.flatnonzero((self.times >= start) & (self.times <= end))
-        return slice(int(idx[0]), int(idx[-1]) + 1)
+        found = split_spec(split, self.cfg.splits, self.ds.attrs)
+        if found is None:
+            raise KeyError(f"no split {split!r}: set data.splits.{split}: START/END in the config "
+                           f"({self.path} has no attribute split_{split})")
+        part = split_slice(self.times, found[0])
+        if part.stop <= part.start:
+            span = self._span(self.times[[0, -1]])
+            raise ValueError(f"split {split} {found[0]!r} ({found[1]}) holds no time of {self.path} ({span})")
+        return part
 
     @property
     def lat(self) -> np.ndarray:
-        return self.ds["latitude"].values
+        return self.grid.lat
 
     @property
     def lon(self) -> np.ndarray:
-        return self.ds["longitude"].values
+        return self.grid.lon
 
     @cached_property
     def level_index(self) -> np.ndarray:
@@ -172,16 +188,8 @@ class WeatherSource:
 
     def read_times(self, times: slice | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """[T, C, len(rows), len(cols)] float32: one zarr read per variable for these times (a slice or indices)."""
-        out = []
-        for name in self.cfg.atmospheric + self.cfg.surface:
-            index = (times, self.level_index, rows, cols) if name in self.cfg.atmospheric else (times, rows, cols)
-            try:
-                block = self.arrays[name].oindex[index]
-            except Exception as e:  # zarr raises codec-specific errors for damaged chunks
-                raise OSError(f"cannot read {name} at {self._span(self.times[times])} from {self.path}: corrupt or "
-                              f"unreadable chunk in {self._files(name, index)} ({type(e).__name__}: {e})") from e
-            out.append(block.astype(np.float32, copy=False).reshape(block.shape[0], -1, len(rows), len(cols)))
-        field = np.concatenate(out, axis=1)
+        out = [self.read_variable(name, times, rows, cols) for name in self.cfg.atmospheric + self.cfg.surface]
+        field = np.concatenate([b.reshape(b.shape[0], -1, len(rows), len(cols)) for b in out], axis=1)
         finite = np.isfinite(field).all(axis=(2, 3))
         if not finite.all():
             t, c = np.argwhere(~finite)[0]
@@ -189,6 +197,23 @@ class WeatherSource:
             raise ValueError(f"non-finite values in {self.cfg.channel_names[c]} at {when} in {self.path} "
                              "(a missing chunk reads as the fill value NaN)")
         return field
+
+    def read_variable(self, name: str, times: slice | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """[T, (level,) len(rows), len(cols)] float32 of one variable, model rows/cols mapped to the store's."""
+        arr = self.arrays.get(name)
+        if arr is None:
+            arr = self.arrays[name] = self._group[name]
+        by_dim = {"time": times, "level": self.level_index, "latitude": self.grid.rows[rows],
+                  "longitude": self.grid.cols[cols]}
+        dims = self.ds[name].dims
+        index = tuple(by_dim[d] for d in dims)
+        try:
+            block = arr.oindex[index]
+        except Exception as e:  # zarr raises codec-specific errors for damaged chunks
+            raise OSError(f"cannot read {name} at {self._span(self.times[times])} from {self.path}: corrupt or "
+                          f"unreadable chunk in {self._files(name, index)} ({type(e).__name__}: {e})") from e
+        canonical = [d for d in ("time", "level", "latitude", "longitude") if d in dims]
+        return np.transpose(block, [dims.index(d) for d in canonical]).astype(np.float32, copy=False)
 
     @staticmethod
     def _span(times: np.ndarray) -> str:
@@ -214,4 +239,5 @@ class WeatherSource:
     def static(self, name: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if name not in self.ds:
             return np.zeros((len(rows), len(cols)), dtype=np.float32)
-        return np.asarray(self.ds[name].isel(latitude=rows, longitude=cols).values, dtype=np.float32)
+        field = self.ds[name].isel(latitude=self.grid.rows[rows], longitude=self.grid.cols[cols])
+        return np.asarray(field.transpose("latitude", "longitude").values, dtype=np.float32)

@@ -21,9 +21,16 @@ BASE = {"geopotential": (5.5e4, 2e3), "temperature": (250.0, 10.0), "u_component
 def synthetic_store(path: str | Path, n_lat: int = 16, n_lon: int = 32, days: float = 20,
                     levels: tuple[int, ...] = (500, 850), seed: int = 0) -> Path:
     """Write the store (6-hourly) with train/valid/test splits of 60/20/20 % of the times."""
+    ds = synthetic_dataset(grid_latitudes(n_lat), grid_longitudes(n_lon), days, levels, seed)
+    return write_store(ds, path, inner_chunks={"latitude": 8, "longitude": 16})
+
+
+def synthetic_dataset(lat: np.ndarray, lon: np.ndarray, days: float = 20, levels: tuple[int, ...] = (500, 850),
+                      seed: int = 0) -> xr.Dataset:
+    """The fields on any latitudes/longitudes (degrees, in the order given), with split attributes."""
     rng = np.random.default_rng(seed)
     times = np.datetime64("2000-01-01T00") + np.arange(int(days * 4)) * np.timedelta64(6, "h")
-    lat, lon = grid_latitudes(n_lat), grid_longitudes(n_lon)
+    n_lat, n_lon = len(lat), len(lon)
     phi, lam = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None, :]
     hours = (times - times[0]) / np.timedelta64(1, "h")
 
@@ -50,6 +57,5 @@ def synthetic_store(path: str | Path, n_lat: int = 16, n_lon: int = 32, days: fl
     attrs = {"title": "aeris-ds synthetic travelling waves",
              "split_train": f"{cut[0]}/{cut[1]}", "split_valid": f"{cut[2]}/{cut[3]}",
              "split_test": f"{cut[4]}/{cut[5]}"}
-    ds = xr.Dataset(data, coords={"time": times, "level": np.array(levels, dtype=np.int64),
-                                  "latitude": lat, "longitude": lon}, attrs=attrs)
-    return write_store(ds, path, inner_chunks={"latitude": 8, "longitude": 16})
+    return xr.Dataset(data, coords={"time": times, "level": np.array(levels, dtype=np.int64),
+                                    "latitude": lat, "longitude": lon}, attrs=attrs)

@@ -34,10 +34,7 @@ class Forecaster:
     def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig, use_ema: bool = True):
         saved = torch.load(weights, map_location="cpu", weights_only=False)
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
-        self.source = WeatherSource(store, cfg.data)
-        if (len(self.source.lat), len(self.source.lon)) != (cfg.grid.lat, cfg.grid.lon):
-            raise ValueError(f"store {store} grid {len(self.source.lat)}×{len(self.source.lon)} differs from the "
-                             f"model's {cfg.grid.lat}×{cfg.grid.lon}")
+        self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
         stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
         self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
         self.tendency_scale = tend_std / self.std  # normalised tendency → normalised state units
@@ -103,7 +100,7 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
     can be verified); or comma-separated ISO times."""
     match = re.fullmatch(r"(\w+):(\d+)", spec.strip())
     if match:
-        part = WeatherSource(source.path, source.cfg, match[1]).split_slice
+        part = WeatherSource(source.path, source.cfg, match[1], grid=source.grid.shape).split_slice
         last = part.stop - 1 - n_steps * source.lead_steps
         if last < part.start:
             raise ValueError(f"split {match[1]} of {source.path} is shorter than the lead of {n_steps} steps")

@@ -73,3 +73,45 @@ def test_forecast_refuses_a_lead_longer_than_the_split(weights, tiny_store, tmp_
         run_forecast(weights, tiny_store, tmp_path / "x.zarr", "test:1", 1, "90d", SamplerConfig(steps=2))
     with pytest.raises(ValueError, match="not a multiple"):
         run_forecast(weights, tiny_store, tmp_path / "x.zarr", "test:1", 1, "3h", SamplerConfig(steps=2))
+
+
+def _tree(path) -> dict[str, bytes]:
+    from pathlib import Path
+
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+def test_forecast_out_never_clobbers_inputs_or_other_data(weights, tiny_store, tmp_path):
+    from pathlib import Path
+
+    from aeris_ds.cli import main
+    from aeris_ds.diffusion.sampler import SamplerConfig
+    from aeris_ds.errors import OutputError
+    from aeris_ds.forecast.driver import run_forecast
+
+    run_dir, other = Path(weights).parent, tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    before = {p: _tree(p) for p in (run_dir, tiny_store, other)}
+    for out, why in ((run_dir, "contains the input"), (tiny_store, "is the input"),
+                     (tiny_store / "sub.zarr", "is inside the input"), (other, "not an output of aeris-ds")):
+        with pytest.raises(OutputError, match=why):
+            run_forecast(weights, tiny_store, out, "test:1", 1, "6h", SamplerConfig(steps=2), progress=False)
+    with pytest.raises(SystemExit) as exit_info:  # the CLI: one line, non-zero exit
+        main(["forecast", "--weights", weights, "--store", str(tiny_store), "--out", str(run_dir)])
+    assert exit_info.value.code == 2
+    assert {p: _tree(p) for p in before} == before, "a refused forecast must not touch anything"
+
+    # A forecast store of its own is resumed (a second run finds every step done), or replaced on request.
+    out = tmp_path / "fc.zarr"
+    args = (weights, tiny_store, out, "test:1", 2, "12h", SamplerConfig(steps=2))
+    run_forecast(*args, progress=False)
+    first = xr.open_zarr(out)["geopotential"].values
+    run_forecast(*args, progress=False)
+    np.testing.assert_array_equal(xr.open_zarr(out)["geopotential"].values, first)
+    with pytest.raises(OutputError, match="created for another forecast"):
+        run_forecast(weights, tiny_store, out, "test:1", 3, "12h", SamplerConfig(steps=2), progress=False)
+    run_forecast(weights, tiny_store, out, "test:1", 3, "12h", SamplerConfig(steps=2), progress=False,
+                 overwrite=True)
+    assert xr.open_zarr(out).sizes["number"] == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary left behind"

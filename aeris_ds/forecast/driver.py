@@ -20,11 +20,13 @@ import torch.distributed as dist
 from aeris_ds.config import ExperimentConfig
 from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
-from aeris_ds.data.stats import load_stats
+from aeris_ds.data.stats import load_stats, stats_path
 from aeris_ds.diffusion.sampler import SamplerConfig, sample
+from aeris_ds.errors import OutputError
 from aeris_ds.forecast.rollout import rollout
-from aeris_ds.forecast.store import ForecastStore
+from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.swin_dit import single_process_model
+from aeris_ds.outputs import check_output, writing
 from aeris_ds.weights import load_into
 
 
@@ -115,29 +117,38 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
 
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
                  lead: str, sampler: SamplerConfig, seed: int = 0, use_ema: bool = True,
-                 progress: bool = True) -> Path:
-    """Create (or resume) the forecast store and roll out this rank's members for every init time."""
+                 progress: bool = True, overwrite: bool = False) -> Path:
+    """Create (or resume) the forecast store and roll out this rank's members for every init time.
+
+    ``out`` must be new or a forecast store (resumed; replaced with ``overwrite``), never an input.
+    """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    out = Path(out)
+    # Every rank checks before anything is loaded or written, so a refusal is raised on all of them at once.
+    resume = check_output(out, KIND, inputs=[weights, store, stats_path(store)], overwrite=overwrite,
+                          resumable=True)
     fc = Forecaster(weights, store, sampler, use_ema)
     lead_td = parse_lead(lead)
     if lead_td % fc.lead:
         raise ValueError(f"lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
     n_steps = int(lead_td // fc.lead)
     inits = pick_init_times(fc.source, init_times, n_steps)
-    out = Path(out)
-    if rank == 0 and not (out / "completed_steps").exists():
-        fc_store = ForecastStore.create(
-            out, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
-            fc.source.lat, fc.source.lon,
-            attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(sampler), "seed": seed,
-                   "ema": use_ema, "truth": str(store)})
-        fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0 and not resume:
+        with writing(out, KIND) as tmp:
+            fc_store = ForecastStore.create(
+                tmp, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
+                fc.source.lat, fc.source.lon,
+                attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(sampler), "seed": seed,
+                       "ema": use_ema, "truth": str(store)})
+            fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
     if dist.is_initialized():
         dist.barrier()
     fc_store = ForecastStore.open(out)
     if len(fc_store.init_times) != len(inits) or len(fc_store.leads) < n_steps or fc_store.members != members:
-        raise ValueError(f"{out} was created for another forecast (inits, leads or members differ); "
-                         "remove it or choose another --out")
+        raise OutputError(f"{out} was created for another forecast (inits, leads or members differ): choose "
+                          "another --out, or pass --overwrite to replace it")
     mine = list(range(rank, members, world))
     for i, t in enumerate(inits):
         if not mine:
@@ -158,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-times", default="test:4", help="test:N (evenly over the test split) or ISO times")
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--lead", default="10d")
-    p.add_argument("--out", default="runs/forecast.zarr")
+    p.add_argument("--out", default="runs/forecast.zarr",
+                   help="new zarr store, or a forecast store to resume (never a run folder or the data store)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing forecast store at --out")
     p.add_argument("--sampler-steps", type=int, default=10)
     p.add_argument("--churn", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -169,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     try:
         out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
-                           SamplerConfig(steps=args.sampler_steps, churn=args.churn), args.seed, not args.no_ema)
+                           SamplerConfig(steps=args.sampler_steps, churn=args.churn), args.seed, not args.no_ema,
+                           overwrite=args.overwrite)
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"forecast written to {out}")
     finally:

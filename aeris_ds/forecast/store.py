@@ -27,6 +27,7 @@ import xarray as xr
 import zarr
 
 FORECAST_DIMS = ("time", "prediction_timedelta", "number")
+KIND = "forecast"  # the store's output kind (aeris_ds.outputs)
 PROGRESS = "completed_steps"
 STATE_GROUP = "rollout"
 STATE_ARRAY = "state"
@@ -63,7 +64,7 @@ class ForecastStore:
         longitude: np.ndarray,
         attrs: Mapping[str, Any] | None = None,
     ) -> ForecastStore:
-        """Create (overwriting) a full-size store; ``variables`` maps a WB2 name to its levels or None.
+        """Create a full-size store at a new ``path``; ``variables`` maps a WB2 name to its levels or None.
 
         All level lists must be equal: WB2 has a single ``level`` dimension.
         """
@@ -82,7 +83,7 @@ class ForecastStore:
         if level_lists:
             coords["level"] = np.asarray(level_lists.pop())
         xr.Dataset(coords=coords, attrs=dict(attrs or {})).to_zarr(
-            path, mode="w", consolidated=False, zarr_format=2
+            path, mode="w-", consolidated=False, zarr_format=2
         )
         group = zarr.open_group(path, mode="r+", use_consolidated=False)
         n_init, n_lead = len(coords["time"]), len(coords["prediction_timedelta"])

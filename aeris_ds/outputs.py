@@ -1,0 +1,150 @@
+"""Safe outputs: no command clobbers its inputs or anything it did not write.
+
+Every output records its kind (``forecast``, ``evaluation``, ``ingest``, ``heldsuarez``, ``stats``): a zarr
+store in its group attribute ``aeris_ds_output``, a JSON file in that top-level key, another directory in a
+marker file ``.aeris-ds-output``. A command may write to a path only when
+
+- the path is not, does not contain and is not inside any of its inputs (symlinks resolved), and
+- nothing is there yet, or an output of the same kind is there: resumed or extended by commands that can
+  (forecast, ingest, heldsuarez), otherwise replaced only with ``--overwrite``.
+
+New outputs are written into a temporary sibling, marked, and renamed into place when complete, so a
+killed command leaves either the old output or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aeris_ds.errors import OutputError
+
+KIND_KEY = "aeris_ds_output"
+MARKER = ".aeris-ds-output"
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup"))
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """The kind recorded in an existing output, or None (not written by aeris-ds, or unreadable)."""
+    path = Path(path)
+    try:
+        if path.is_dir() and _is_zarr(path):
+            import zarr
+
+            return zarr.open_group(str(path), mode="r").attrs.get(KIND_KEY)
+        if path.is_dir():
+            return (path / MARKER).read_text().strip() if (path / MARKER).is_file() else None
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text())
+            return doc.get(KIND_KEY) if isinstance(doc, dict) else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def mark(path: str | os.PathLike, kind: str) -> None:
+    """Record ``kind`` in a freshly written output (zarr attribute, JSON key or marker file)."""
+    path = Path(path)
+    if path.is_dir() and _is_zarr(path):
+        import zarr
+
+        zarr.open_group(str(path), mode="r+", use_consolidated=False).attrs[KIND_KEY] = kind
+        if (path / ".zmetadata").exists():  # keep consolidated zarr v2 metadata in step
+            zarr.consolidate_metadata(str(path), zarr_format=2)
+    elif path.is_dir():
+        (path / MARKER).write_text(kind + "\n")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps({**json.loads(path.read_text()), KIND_KEY: kind}, indent=1))
+    else:
+        raise ValueError(f"cannot mark {path}: not a directory or a JSON file")
+
+
+def _overlap(out: Path, inp: Path) -> str | None:
+    o, i = out.resolve(), inp.resolve()
+    if o == i:
+        return "is"
+    if o in i.parents:
+        return "contains"
+    if i in o.parents:
+        return "is inside"
+    return None
+
+
+def check_output(out: str | os.PathLike, kind: str, *, inputs: Iterable[str | os.PathLike] = (),
+                 overwrite: bool = False, resumable: bool = False) -> bool:
+    """Raise ``OutputError`` unless ``out`` may be written as ``kind``.
+
+    Returns True when ``out`` holds an output of this kind to resume or extend (``resumable`` and not
+    ``overwrite``); False when it is to be created, or replaced (``overwrite``).
+    """
+    out = Path(out)
+    for inp in inputs:
+        how = _overlap(out, Path(inp))
+        if how:
+            raise OutputError(f"output {out} {how} the input {inp}: choose another output path")
+    if not out.exists() and not out.is_symlink():
+        return False
+    found = kind_of(out)
+    if found != kind:
+        what = f"a {found} output" if found else "not an output of aeris-ds"
+        raise OutputError(f"{out} exists and is {what}, not a {kind}; refusing to overwrite it: choose "
+                          "another output path")
+    if overwrite:
+        return False
+    if resumable:
+        return True
+    raise OutputError(f"{out} exists (a {kind} output): pass --overwrite to replace it")
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def writing(out: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` to write into; on success mark it and rename it into place.
+
+    An existing ``out`` is replaced only when it is an output of the same ``kind`` (callers decide with
+    ``check_output`` whether replacing is wanted); the old one is removed only after the new one is in place.
+    ``kind=None`` writes an unmarked output and never replaces anything.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(out, "tmp")
+    old = None
+    try:
+        yield tmp
+        if kind is not None:
+            mark(tmp, kind)
+        if out.exists() or out.is_symlink():
+            if kind is None or kind_of(out) != kind:
+                what = "" if kind is None else f" and is not a {kind} output"
+                raise OutputError(f"{out} exists{what}; refusing to replace it")
+            old = _sibling(out, "old")
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if old is not None:
+                os.rename(old, out)
+            raise
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+    if old is not None:
+        _remove(old)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -97,12 +96,12 @@ def main(argv: list[str] | None = None) -> None:
 
     print("[4/4] scores", flush=True)
     scores = run / "scores"
-    shutil.rmtree(scores, ignore_errors=True)
     from aeris_ds.data.schema import open_store
     from aeris_ds.evaluate.cli import main as evaluate
 
     train = open_store(store).attrs["split_train"]
-    evaluate([str(forecast), "--truth", str(store), "--out", str(scores), "--climatology-from", train])
+    evaluate([str(forecast), "--truth", str(store), "--out", str(scores), "--climatology-from", train,
+              "--overwrite"])
     print(f"\nloss curve: {loss_png}\nforecast:   {forecast}\nscorecard:  {scores}/scorecard.txt\n"
           f"plots:      {scores}/*.png")
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from aeris_ds.errors import DataError
 from aeris_ds.evaluate import baselines
 from aeris_ds.evaluate.cli import main
 from aeris_ds.evaluate.scorecard import score, stability_report, write_scorecard
@@ -141,6 +142,6 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
     row = cli_scores.query("system == 'persistence' and metric == 'rmse' and lead_hours == 24")
     assert row["value"].item() == pytest.approx(float(direct.temperature.sel(
         system="persistence", metric="rmse", prediction_timedelta=np.timedelta64(24, "h"), level=500.0)))
-    with pytest.raises(SystemExit, match="truth lacks"):
+    with pytest.raises(DataError, match="short.zarr lacks"):
         truth.sel(time=slice(None, "2020-01-09")).to_zarr(tmp_path / "short.zarr")
         main([str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "short.zarr"), "--out", str(out)])

@@ -261,6 +261,8 @@ def write_scorecard(scores: xr.Dataset, out_dir: str | Path, *,
     paths = {"json": out / "scores.json", "csv": out / "scores.csv", "table": out / "scorecard.txt"}
     frame.to_csv(paths["csv"], index=False)
     doc = {key: scores.attrs[key] for key in ("weighting", "definitions", "n_init_times", "n_members")}
+    if "partial" in scores.attrs:  # an incomplete forecast scored on its completed lead times
+        doc["partial"] = scores.attrs["partial"]
     doc["scores"] = _records(frame)
     flags = stability.flags if stability else []
     if stability is not None:
@@ -269,6 +271,7 @@ def write_scorecard(scores: xr.Dataset, out_dir: str | Path, *,
         doc["stability"] = {"definition": stability.diagnostics.attrs["definition"], "flags": flags,
                             "diagnostics": _records(diag)}
     paths["json"].write_text(json.dumps(doc, indent=1, default=str))
-    paths["table"].write_text(format_table(scores) + "".join(f"FLAG {f}\n" for f in flags))
+    partial = f"{scores.attrs['partial']}\n" if "partial" in scores.attrs else ""
+    paths["table"].write_text(partial + format_table(scores) + "".join(f"FLAG {f}\n" for f in flags))
     _print_table(scores)
     return paths

@@ -1,5 +1,7 @@
 """ERA5 ingest on the real 10-member EDA GRIB sample, checked against eccodes reading it directly."""
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -58,7 +60,7 @@ def test_data_ingest_member_drop_poles_and_resume(era5_grib_path, tmp_path):
     np.testing.assert_array_equal(one["temperature"].values,
                                   full["temperature"].sel(number=3).values[:, :, 1:-1])
     # An interrupted ingest holding the first two times is completed by re-running it.
-    path = schema.write_store(one.isel(time=slice(0, 2)), tmp_path / "m3.zarr")
+    path = schema.write_store(one.isel(time=slice(0, 2)), tmp_path / "m3.zarr", kind=ingest.KIND)
     ingest.ingest([era5_grib_path], path, member=3, drop_poles=True)
     xr.testing.assert_equal(schema.open_store(path).load(), one)
     with pytest.raises(ValueError, match="member 12"):
@@ -79,3 +81,43 @@ def test_data_ingest_netcdf_twin_matches_grib(era5_grib_path, era5_nc_path):
     from_nc = ingest.convert([era5_nc_path])
     from_grib = ingest.convert([era5_grib_path])
     xr.testing.assert_allclose(from_nc, from_grib)
+
+
+def test_data_ingest_bad_files_one_line_error_and_no_store(era5_grib_path, tmp_path, capsys):
+    from aeris_ds.errors import run_command
+
+    data = era5_grib_path.read_bytes()
+    size = len(data) // 160  # 160 messages of equal size in this sample
+    bad = {"truncated.grib": (data[: len(data) * 2 // 3], r"GRIB message 107 is truncated or unreadable"),
+           "hole.grib": (data[: 5 * size] + data[6 * size:], r"159 GRIB messages make 160 fields"),
+           "empty.grib": (b"", r"is empty"),
+           "text.grib": (b"time,t2m\n2020-01-01,280\n", r"holds no GRIB message"),
+           "text.nc": (b"time,t2m\n2020-01-01,280\n", r"cannot open .*text\.nc: not a GRIB or netCDF file"),
+           "missing.grib": (None, r"input file .*missing\.grib does not exist")}
+    out = tmp_path / "era5.zarr"
+    for name, (content, message) in bad.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        assert run_command(ingest.main, [str(era5_grib_path), str(tmp_path / name), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and name in err, err
+        assert re.search(message, err), err
+        assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_data_ingest_out_never_an_input_or_foreign_data(era5_grib_path, tmp_path):
+    import shutil
+
+    from aeris_ds.errors import OutputError
+
+    grib = tmp_path / "era5.grib"
+    shutil.copy(era5_grib_path, grib)
+    foreign = schema.write_store(ingest.convert([grib], member=0), tmp_path / "other.zarr")  # not ingest's
+    for out, why in ((grib, "is the input"), (tmp_path, "contains the input"), (foreign, "not an output")):
+        with pytest.raises(OutputError, match=why):
+            ingest.ingest([grib], out)
+    assert grib.read_bytes() == era5_grib_path.read_bytes() and "number" not in schema.open_store(foreign).dims
+    store = ingest.ingest([grib], tmp_path / "era5.zarr", member=1)
+    ingest.ingest([grib], store, member=2, overwrite=True)  # an explicit replace of its own kind
+    np.testing.assert_array_equal(schema.open_store(store)["temperature"].values,
+                                  ingest.convert([grib], member=2)["temperature"].values)

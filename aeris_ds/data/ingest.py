@@ -4,8 +4,10 @@ GRIB is read with cfgrib (eccodes from the ``eccodeslib`` wheel). netCDF-4 files
 delivers) need ``h5netcdf`` or ``netCDF4`` installed; netCDF-3 files are read by scipy.
 ECMWF short names become WB2 names, levels become int hPa, latitude ascending, longitude in
 [0, 360). Ensemble files keep a ``number`` dim (time, number, ...) unless one member is selected.
-A new store is written under a temporary name and renamed; an existing store is extended along
-time with only the times it does not have yet (so an interrupted ingest of many files resumes).
+A new store is written under a temporary name and renamed; an existing ingested store is extended along
+time with only the times it does not have yet (so an interrupted ingest of many files resumes). A GRIB file
+with a truncated or undecodable message, or whose messages do not fill whole hypercubes, is refused before
+anything is written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 import xarray as xr
 
 from aeris_ds.data import schema
+from aeris_ds.errors import DataError, MissingPathError
+from aeris_ds.outputs import check_output
 
 # ECMWF short name -> WB2 name. ``z`` without a level dim is the surface geopotential (orography).
 SHORT_NAMES = {
@@ -37,20 +41,68 @@ SHORT_NAMES = {
 }
 _LEVEL_NAMES = ("isobaricInhPa", "pressure_level", "plev", "level")
 _GRIB_SUFFIXES = {".grib", ".grb", ".grib1", ".grib2", ".grb2"}
+KIND = "ingest"  # the output kind of an ingested store (aeris_ds.outputs)
+
+
+def _is_grib(path: Path) -> bool:
+    if path.suffix.lower() in _GRIB_SUFFIXES:
+        return True
+    with open(path, "rb") as f:
+        return f.read(4) == b"GRIB"
+
+
+def _grib_messages(path: Path) -> int:
+    """Number of GRIB messages, each decoded once: a truncated or damaged one is a ``DataError``."""
+    import eccodes
+
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            try:
+                gid = eccodes.codes_grib_new_from_file(f)
+                if gid is None:
+                    break
+                try:
+                    eccodes.codes_get_values(gid)
+                finally:
+                    eccodes.codes_release(gid)
+            except eccodes.CodesInternalError as err:
+                raise DataError(f"{path}: GRIB message {n + 1} is truncated or unreadable ({err}); "
+                                "nothing was written (download the file again)") from err
+            n += 1
+    if n == 0:
+        raise DataError(f"{path} holds no GRIB message (empty, or not a GRIB file)")
+    return n
+
+
+def _fields(ds: xr.Dataset) -> int:
+    """2-D fields in an opened hypercube: what cfgrib made of the messages."""
+    return sum(var.size // (var.sizes["latitude"] * var.sizes["longitude"]) for var in ds.data_vars.values())
 
 
 def _open(path: Path) -> list[xr.Dataset]:
-    if path.suffix.lower() in _GRIB_SUFFIXES:
+    if not path.exists():
+        raise MissingPathError(f"input file {path} does not exist")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise DataError(f"input {path} is {'a directory' if path.is_dir() else 'empty'}, not a GRIB or netCDF file")
+    if _is_grib(path):
         import cfgrib
 
+        messages = _grib_messages(path)
         # One dataset per hypercube (pressure levels and surface fields cannot share one);
         # indexpath="" keeps cfgrib from writing .idx files next to (possibly read-only) inputs.
-        return cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
+        parts = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
+        fields = sum(_fields(ds) for ds in parts)
+        if fields != messages:  # cfgrib drops messages it cannot place, and fills holes with NaN
+            raise DataError(f"{path}: {messages} GRIB messages make {fields} fields (a time, member or level "
+                            "missing or repeated); nothing was written")
+        return parts
     try:
         return [xr.open_dataset(path)]
-    except ValueError as err:
-        raise ValueError(f"cannot open {path}: netCDF-4 files need `pip install h5netcdf` "
-                         f"(or netCDF4); xarray said: {err}") from err
+    except (ValueError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"cannot open {path}: not a GRIB or netCDF file xarray can read (netCDF-4 needs "
+                        f"h5netcdf or netCDF4 installed): {first}") from err
 
 
 def _to_schema(ds: xr.Dataset, *, member: int | None, drop_poles: bool) -> xr.Dataset:
@@ -132,29 +184,33 @@ def ingest(
     member: int | None = None,
     drop_poles: bool = False,
     times_per_shard: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Converts ``paths`` into the store ``out``: written atomically if new, else extended in time."""
-    out = Path(out)
+    """Converts ``paths`` into the store ``out``: written atomically if new (or replaced with ``overwrite``),
+    else extended in time. ``out`` must be new or a store written by ingest, and none of the inputs."""
+    out, paths = Path(out), [Path(p) for p in paths]
+    extend = check_output(out, KIND, inputs=paths, overwrite=overwrite, resumable=True)
     ds = convert(paths, member=member, drop_poles=drop_poles)
     schema.validate_store(ds, list(ds.data_vars))
-    if out.exists():
+    if extend:
         last = schema.open_store(out)["time"].values[-1]
         ds = ds.sel(time=ds["time"] > last)
         if ds.sizes["time"] == 0:
             return out
         return schema.write_store(ds, out, append=True)
-    return schema.write_store(ds.load(), out, times_per_shard=times_per_shard)
+    return schema.write_store(ds.load(), out, times_per_shard=times_per_shard, kind=KIND)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``aeris-ds ingest FILE... --out STORE [--member N] [--drop-poles]``."""
     p = argparse.ArgumentParser(prog="aeris-ds ingest", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", type=Path, help="ERA5 GRIB (.grib/.grb) or netCDF (.nc) files")
-    p.add_argument("--out", required=True, type=Path, help="zarr store to create or extend")
+    p.add_argument("--out", required=True, type=Path, help="zarr store to create, or an ingested store to extend")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ingested store at --out")
     p.add_argument("--member", type=int, default=None,
                    help="select one ensemble member (default: keep the 'number' dim)")
     p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
     p.add_argument("--times-per-shard", type=int, default=None)
     a = p.parse_args(argv)
     print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles,
-                 times_per_shard=a.times_per_shard))
+                 times_per_shard=a.times_per_shard, overwrite=a.overwrite))

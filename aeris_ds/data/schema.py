@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 import zarr
+
+from aeris_ds.outputs import writing
 
 ATMOSPHERIC = ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind",
                "specific_humidity")
@@ -182,13 +182,15 @@ def write_store(
     inner_chunks: Mapping[str, int] | None = None,
     times_per_shard: int | None = None,
     append: bool = False,
+    kind: str | None = None,
 ) -> Path:
     """Writes ``ds`` as a sharded zarr v3 store at ``path``; never leaves a half-written new store.
 
     A new store is written beside ``path`` under a temporary name and renamed into place. With
     ``append=True`` and an existing store, ``ds`` is appended along time (its first time must follow
     the store's last one; chunking comes from the store). ``times_per_shard`` defaults to what fits
-    ~64 MiB per shard of the largest variable.
+    ~64 MiB per shard of the largest variable. ``kind`` marks the store as that kind of output
+    (:mod:`aeris_ds.outputs`); a new store then replaces an existing one of the same kind.
     """
     path = Path(path)
     inner = dict(_DEFAULT_INNER_CHUNKS if inner_chunks is None else inner_chunks)
@@ -205,16 +207,11 @@ def write_store(
         ds.attrs = {**existing.attrs, **ds.attrs}  # xarray's append rewrites the group attrs
         ds.to_zarr(path, mode="a", append_dim="time", consolidated=False)
         return path
-    if path.exists():
+    if path.exists() and kind is None:
         raise FileExistsError(f"{path} exists; pass append=True to extend it along time")
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with writing(path, kind) as tmp:  # replaces an existing store only when it is the same kind of output
         ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
                    encoding=_encoding(ds, inner, times_per_shard))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
 
 

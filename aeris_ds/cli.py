@@ -3,6 +3,7 @@
     aeris-ds info --config aeris-40b          parameters, FLOPs, memory per rank, layout (nothing allocated)
     aeris-ds data heldsuarez --out PATH       generate the embedded Held–Suarez dataset
     aeris-ds data stats --store PATH          normalization statistics of the training split
+    aeris-ds data verify STORE                read every chunk; report each damaged one
     aeris-ds ingest FILE... --out STORE       ERA5 GRIB/netCDF → WeatherBench2-schema zarr
     aeris-ds train --config small             train (also under `deepspeed` / `torchrun`)
     aeris-ds forecast --weights W --lead 10d  ensemble rollouts streamed to zarr
@@ -42,12 +43,16 @@ def info(argv: list[str]) -> None:
 
 
 def data(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("heldsuarez", "stats"):
-        raise SystemExit("usage: aeris-ds data {heldsuarez,stats} ...")
+    if not argv or argv[0] not in ("heldsuarez", "stats", "verify"):
+        raise SystemExit("usage: aeris-ds data {heldsuarez,stats,verify} ...")
     if argv[0] == "heldsuarez":
         from aeris_ds.data import heldsuarez
 
         return heldsuarez.main(argv[1:])
+    if argv[0] == "verify":
+        from aeris_ds.data import verify
+
+        return verify.main(argv[1:])
     p = argparse.ArgumentParser(prog="aeris-ds data stats")
     p.add_argument("--store", required=True)
     p.add_argument("--config", default="small", help="preset or YAML naming the variables and levels")

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from aeris_ds import cli
 from aeris_ds.config import load_config
-from aeris_ds.data import schema
+from aeris_ds.data import schema, verify
 from aeris_ds.data.examples import TrainingExamples
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import compute_stats, load_stats, save_stats
 from aeris_ds.data.synthetic import synthetic_store
+from aeris_ds.errors import DataError, run_command
 from aeris_ds.parallel.layout import WindowGrid
 
 CFG = load_config("tiny")
@@ -101,9 +103,45 @@ def test_data_valid_corrupt_chunk_names_variable_time_and_file(tmp_path, base):
     shard = path / "temperature" / "c" / "0" / "0" / "0" / "0"
     shard.write_bytes(np.random.default_rng(0).bytes(shard.stat().st_size))
     source = WeatherSource(path, CFG.data)  # metadata is intact: found when the chunk is read
-    with pytest.raises(OSError, match=r"cannot read temperature at 2000-01-01T12.* from .*bad\.zarr: corrupt or "
-                                      r"unreadable chunk in temperature/c/0/0/0/0"):
+    with pytest.raises(DataError, match=r"cannot read temperature at 2000-01-01T12.* from .*bad\.zarr: corrupt or "
+                                        r"unreadable chunk in temperature/c/0/0/0/0"):
         source.read(2, ROWS, COLS)
+
+
+def _flip_one_byte(shard, offset: int = 100) -> None:
+    data = bytearray(shard.read_bytes())
+    data[offset] ^= 0x01  # inside the first inner chunk (time 0, lat/lon block 0); the shard index is at the end
+    shard.write_bytes(bytes(data))
+
+
+def test_data_valid_one_flipped_byte_is_detected_and_verify_lists_it(tmp_path, base, capsys):
+    path = _write(tmp_path, base)
+    assert verify.main([str(path), "--no-progress"]) is None and "without error" in capsys.readouterr().out
+    _flip_one_byte(path / "temperature" / "c" / "0" / "0" / "0" / "0")
+    source = WeatherSource(path, CFG.data)
+    source.read(1, ROWS, COLS[16:])  # the other chunks still read
+    with pytest.raises(DataError, match=r"cannot read temperature at 2000-01-01T00:00 from .*bad\.zarr: .*chunk in "
+                                        r"temperature/c/0/0/0/0 \(crc32c checksum mismatch\)"):
+        source.read(0, ROWS, COLS)
+    (path / "geopotential" / "c" / "0" / "0" / "0" / "0").unlink()
+    assert run_command(cli.dispatch, ["data", "verify", str(path), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "bad chunk: geopotential at 2000-01-01T00:00..2000-01-02T18:00: geopotential/c/0/0/0/0: file missing "
+        "(reads as NaN)",
+        "bad chunk: temperature at 2000-01-01T00:00: temperature/c/0/0/0/0: crc32c checksum mismatch (damaged bytes)"]
+    assert err.strip().endswith("2 bad chunk(s) in 2 of 12 files (listed above)")
+
+
+def test_data_valid_store_without_checksums_still_reads(tmp_path, base):
+    path = tmp_path / "old.zarr"
+    encoding = {name: {"chunks": (1, *var.shape[1:]), "shards": var.shape} for name, var in base.data_vars.items()
+                if "time" in var.dims}
+    base.drop_encoding().to_zarr(path, zarr_format=3, consolidated=False, encoding=encoding)
+    assert not verify.has_checksums(path) and verify.has_checksums(_write(tmp_path, base))
+    np.testing.assert_array_equal(WeatherSource(path, CFG.data).read(3, ROWS, COLS),
+                                  WeatherSource(_write(tmp_path, base, "new.zarr"), CFG.data).read(3, ROWS, COLS))
+    assert verify.verify(path, progress=False) == (12, [])
 
 
 def test_data_valid_missing_chunk_reads_as_nan_and_says_so(tmp_path, base):

@@ -14,6 +14,7 @@ from aeris_ds.config import DataConfig
 from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.data.schema import open_store
 from aeris_ds.data.splits import split_slice, split_spec
+from aeris_ds.errors import DataError
 
 
 class CountingStore(zarr.storage.WrapperStore):
@@ -194,8 +195,8 @@ class WeatherSource:
         if not finite.all():
             t, c = np.argwhere(~finite)[0]
             when = self._span(self.times[times][t:t + 1])
-            raise ValueError(f"non-finite values in {self.cfg.channel_names[c]} at {when} in {self.path} "
-                             "(a missing chunk reads as the fill value NaN)")
+            raise DataError(f"non-finite values in {self.cfg.channel_names[c]} at {when} in {self.path} "
+                            "(a missing chunk reads as the fill value NaN)")
         return field
 
     def read_variable(self, name: str, times: slice | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -209,9 +210,11 @@ class WeatherSource:
         index = tuple(by_dim[d] for d in dims)
         try:
             block = arr.oindex[index]
-        except Exception as e:  # zarr raises codec-specific errors for damaged chunks
-            raise OSError(f"cannot read {name} at {self._span(self.times[times])} from {self.path}: corrupt or "
-                          f"unreadable chunk in {self._files(name, index)} ({type(e).__name__}: {e})") from e
+        except Exception as e:  # zarr raises codec-specific errors (a checksum mismatch) for damaged chunks
+            cause = "crc32c checksum mismatch" if "checksum" in str(e) else f"{type(e).__name__}: {e}"
+            raise DataError(f"cannot read {name} at {self._span(self.times[times])} from {self.path}: corrupt or "
+                            f"unreadable chunk in {self._files(name, index)} ({cause}); `aeris-ds data verify "
+                            f"{self.path}` lists every damaged chunk") from e
         canonical = [d for d in ("time", "level", "latitude", "longitude") if d in dims]
         return np.transpose(block, [dims.index(d) for d in canonical]).astype(np.float32, copy=False)
 

@@ -56,11 +56,14 @@ def data(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="aeris-ds data stats")
     p.add_argument("--store", required=True)
     p.add_argument("--config", default="small", help="preset or YAML naming the variables and levels")
+    p.add_argument("--overwrite", action="store_true", help="replace the store's existing stats")
     args = p.parse_args(argv[1:])
     from aeris_ds.config import load_config
     from aeris_ds.data.source import WeatherSource
-    from aeris_ds.data.stats import compute_stats, save_stats
+    from aeris_ds.data.stats import KIND, compute_stats, save_stats, stats_path
+    from aeris_ds.outputs import check_output
 
+    check_output(stats_path(args.store), KIND, inputs=[args.store], overwrite=args.overwrite)
     cfg = load_config(args.config)
     source = WeatherSource(args.store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
     print(save_stats(compute_stats(source), args.store))

@@ -94,9 +94,9 @@ def check_output(out: str | os.PathLike, kind: str, *, inputs: Iterable[str | os
         return False
     found = kind_of(out)
     if found != kind:
-        what = f"a {found} output" if found else "not an output of aeris-ds"
-        raise OutputError(f"{out} exists and is {what}, not a {kind}; refusing to overwrite it: choose "
-                          "another output path")
+        what = f"an aeris-ds {found} output, not a {kind}" if found else \
+            f"not an output of aeris-ds (no {kind} marker)"
+        raise OutputError(f"{out} exists and is {what}; refusing to overwrite it: choose another output path")
     if overwrite:
         return False
     if resumable:
@@ -105,7 +105,8 @@ def check_output(out: str | os.PathLike, kind: str, *, inputs: Iterable[str | os
 
 
 def _sibling(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+    """A hidden sibling with the same suffix (``.x.tmp-1a2b3c4d.json`` for ``x.json``)."""
+    return path.with_name(f".{path.stem}.{tag}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 def _remove(path: Path) -> None:

@@ -38,3 +38,30 @@ def test_data_stats_match_numpy_area_weighted(tiny_store):
     # The fixture's stored stats are these.
     stored = load_stats(tiny_store, cfg.channel_names, cfg.lead_hours)
     np.testing.assert_allclose(stored.mean, mean, rtol=1e-6)
+
+
+def test_data_stats_and_heldsuarez_never_replace_what_they_did_not_write(tiny_store, tmp_path, capsys):
+    import shutil
+
+    from aeris_ds.cli import dispatch
+    from aeris_ds.data.stats import stats_path
+    from aeris_ds.errors import run_command
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(tiny_store, store)
+    stats = ["data", "stats", "--store", str(store), "--config", "tiny"]
+    assert run_command(dispatch, stats) == 0 and stats_path(store).exists()
+    first = stats_path(store).read_text()
+    assert run_command(dispatch, stats) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert run_command(dispatch, [*stats, "--overwrite"]) == 0 and stats_path(store).read_text() == first
+    stats_path(store).write_text('{"my": "notes"}')
+    assert run_command(dispatch, [*stats, "--overwrite"]) == 2
+    assert "not an output of aeris-ds" in capsys.readouterr().err
+    assert stats_path(store).read_text() == '{"my": "notes"}'
+    # The generator refuses an existing folder it did not make, before any model is built.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "weights.pt").write_bytes(b"keep")
+    assert run_command(dispatch, ["data", "heldsuarez", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not a resumable Held-Suarez generation" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "run" / "weights.pt").read_bytes() == b"keep"

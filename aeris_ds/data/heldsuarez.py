@@ -33,7 +33,10 @@ from typing import Any
 import numpy as np
 
 from aeris_ds.data import schema
+from aeris_ds.errors import OutputError
+from aeris_ds.outputs import kind_of
 
+KIND = "heldsuarez"  # the store's output kind (aeris_ds.outputs)
 START = np.datetime64("2001-01-01T00:00", "ns")
 FRAME_HOURS = 6
 DT_MINUTES = 30
@@ -302,9 +305,10 @@ def generate(
 
     resume = _resume_path(out)
     n_store = 0
+    if out.exists() and (kind_of(out) not in (KIND, None) or not resume.exists()):
+        raise OutputError(f"{out} exists and is not a resumable Held-Suarez generation (no {resume.name} beside "
+                          "it): choose another --out")
     if out.exists():
-        if not resume.exists():
-            raise FileExistsError(f"{out} exists without {resume.name}; it is not a resumable generation")
         store = schema.open_store(out)
         n_store = store.sizes["time"]
         if n_store > total:
@@ -336,7 +340,7 @@ def generate(
                 ds = _frames_dataset(model, part, frame + lo, statics=n_store == 0)
                 if n_store == 0:
                     ds.attrs.update(attrs)
-                    schema.write_store(ds, out, times_per_shard=chunk_frames)
+                    schema.write_store(ds, out, times_per_shard=chunk_frames, kind=KIND)
                 else:
                     schema.write_store(ds, out, append=True)
                 n_store = frame + hi

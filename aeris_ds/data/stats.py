@@ -10,6 +10,9 @@ import numpy as np
 from tqdm import tqdm
 
 from aeris_ds.data.source import WeatherSource
+from aeris_ds.outputs import writing
+
+KIND = "stats"
 
 
 @dataclass
@@ -20,6 +23,7 @@ class Stats:
     std: list[float]
     tendency_std: list[float]  # std of x(t + lead) − x(t): the residual target is divided by it
     n_times: int
+    aeris_ds_output: str = KIND  # the file's output kind (aeris_ds.outputs): it replaces only its own kind
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f = np.float32
@@ -57,10 +61,10 @@ def compute_stats(source: WeatherSource, progress: bool = True, slab: int = 64) 
 
 
 def save_stats(stats: Stats, store: str | Path) -> Path:
+    """Write the stats beside the store, replacing only earlier stats (never another file of that name)."""
     path = stats_path(store)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(stats), indent=1))
-    tmp.replace(path)
+    with writing(path, KIND) as tmp:
+        tmp.write_text(json.dumps(asdict(stats), indent=1))
     return path
 
 

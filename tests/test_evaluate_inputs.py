@@ -92,8 +92,8 @@ def test_evaluate_missing_truth_times_named_and_outputs_never_replaced_silently(
     fc_path, truth_path = _stores(tmp_path)
     (tmp_path / "short").mkdir()
     _, short = _stores(tmp_path / "short", truth=_truth().sel(time=slice(None, "2020-01-09")))
-    with pytest.raises(DataError, match=r"truth_float32_number\.zarr lacks 1 time\(s\) the forecast needs .*: "
-                                        r"2020-01-10T12:00:00"):
+    with pytest.raises(DataError, match=r"truth_float32_number\.zarr: truth lacks 1 time\(s\) needed for the "
+                                        r"forecast's init and valid times: 2020-01-10T12:00:00"):
         main([fc_path, "--truth", short, "--out", str(tmp_path / "eval"), *CLIM])
     from aeris_ds.errors import OutputError
 

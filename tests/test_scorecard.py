@@ -142,6 +142,6 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
     row = cli_scores.query("system == 'persistence' and metric == 'rmse' and lead_hours == 24")
     assert row["value"].item() == pytest.approx(float(direct.temperature.sel(
         system="persistence", metric="rmse", prediction_timedelta=np.timedelta64(24, "h"), level=500.0)))
-    with pytest.raises(DataError, match="short.zarr lacks"):
+    with pytest.raises(DataError, match="short.zarr: truth lacks"):
         truth.sel(time=slice(None, "2020-01-09")).to_zarr(tmp_path / "short.zarr")
         main([str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "short.zarr"), "--out", str(out)])

@@ -17,6 +17,7 @@ import xarray as xr
 
 from aeris_ds.data.schema import open_store
 from aeris_ds.errors import DataError, MissingPathError
+from aeris_ds.evaluate.baselines import _require_times as require_times
 from aeris_ds.forecast.store import PROGRESS
 
 TIME, LEAD, LEVEL, MEMBER = "time", "prediction_timedelta", "level", "number"
@@ -115,13 +116,10 @@ def _completed(forecast: xr.Dataset, path, partial: bool) -> tuple[xr.Dataset, s
 
 def _check_times(forecast: xr.Dataset, truth: xr.Dataset, truth_path) -> None:
     valid = (forecast[TIME] + forecast[LEAD]).values.ravel()
-    wanted = np.unique(np.concatenate([forecast[TIME].values, valid]).astype("datetime64[ns]"))
-    missing = wanted[~np.isin(wanted, truth[TIME].values.astype("datetime64[ns]"))]
-    if missing.size:
-        shown = ", ".join(str(t)[:19] for t in missing[:10])
-        more = f" (and {missing.size - 10} more)" if missing.size > 10 else ""
-        raise DataError(f"truth {truth_path} lacks {missing.size} time(s) the forecast needs (init and valid "
-                        f"times): {shown}{more}")
+    try:
+        require_times(truth, np.concatenate([forecast[TIME].values, valid]), "the forecast's init and valid times")
+    except KeyError as err:
+        raise DataError(f"{truth_path}: {err.args[0]}") from None
 
 
 def load_inputs(forecast_path: str | Path, truth_path: str | Path, variables: list[str] | None = None,

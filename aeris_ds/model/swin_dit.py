@@ -62,15 +62,16 @@ class WindowAttention(nn.Module):
         B, T, _ = x.shape
         sp, hd = self.routing.sp, self.head_dim
         hs, n = self.heads // sp, self.routing.grid.window_tokens
-        qkv = self.qkv(x).view(B, T, 3, sp, hs, hd).permute(1, 3, 0, 2, 4, 5).reshape(T, sp, B, 3 * hs * hd)
-        a = self.routing.to_attention(qkv, self.shifted)  # [T_attn, B, 3·hs·hd]: whole windows, my heads
-        nw = a.shape[0] // n
-        q, k, v = a.view(nw, n, B, 3, hs, hd).permute(3, 2, 0, 4, 1, 5).reshape(3, B * nw, hs, n, hd)
+        # A row per (token, head group), features (q/k/v, head, dim); a view when SP = 1.
+        qkv = self.qkv(x).view(B, T, 3, sp, hs * hd).transpose(2, 3).reshape(B, T * sp, 3 * hs * hd)
+        a = self.routing.to_attention(qkv, self.shifted)  # [B, T_attn, 3·hs·hd]: whole windows, my heads
+        nw = a.shape[1] // n
+        a = a.view(B * nw, n, 3 * hs, hd).transpose(1, 2)  # [B·nw, (q/k/v, head), n, hd], a view
+        q, k = self.rope(a[:, : 2 * hs]).split(hs, dim=1)  # RoPE on q and k at once
         mask = None if self.mask is None else self.mask.repeat(B, 1, 1)[:, None]
-        o = F.scaled_dot_product_attention(self.rope(q), self.rope(k), v, attn_mask=mask)
-        o = o.view(B, nw, hs, n, hd).permute(1, 3, 0, 2, 4).reshape(nw * n, B, hs * hd)
-        o = self.routing.from_attention(o, self.shifted)  # [T, sp, B, hs·hd]
-        return self.proj(o.permute(2, 0, 1, 3).reshape(B, T, sp * hs * hd))
+        o = F.scaled_dot_product_attention(q, k, a[:, 2 * hs :], attn_mask=mask)
+        o = self.routing.from_attention(o.transpose(1, 2).reshape(B, nw * n, hs * hd), self.shifted)
+        return self.proj(o.reshape(B, T, sp * hs * hd))
 
 
 class SwinBlock(nn.Module):

@@ -21,27 +21,83 @@ from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import all_to_all
 
 
+class _Take(torch.autograd.Function):
+    """Rows ``index`` of ``x`` along ``dim_in``, placed along ``dim_out`` of the result (dims 0 and 1 of a
+    [rows, B, F] or [B, rows, F] tensor). For a permutation the adjoint is the same gather with the inverse
+    index — not the scatter-add (index_add_) that autograd uses for index_select."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse, dim_in, dim_out):
+        ctx.save_for_backward(inverse)
+        ctx.dims = dim_in, dim_out
+        return _take(x, index, dim_in, dim_out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        dim_in, dim_out = ctx.dims
+        return _take(grad, inverse, dim_out, dim_in), None, None, None, None
+
+
+def _take(x: torch.Tensor, index: torch.Tensor, dim_in: int, dim_out: int) -> torch.Tensor:
+    # One pass: index_select reads the (transposed) source and writes a contiguous result.
+    return (x if dim_in == dim_out else x.transpose(0, 1)).index_select(dim_out, index)
+
+
+class Permutation:
+    """A reordering of rows, applied as a gather; the index lives on each device it is used on, copied once."""
+
+    def __init__(self, index: torch.Tensor):
+        if not torch.equal(torch.sort(index).values, torch.arange(len(index))):
+            raise RuntimeError("a route must be a permutation of the rows")
+        self.index, self.inverse = index, torch.argsort(index)
+        self.is_identity = torch.equal(index, torch.arange(len(index)))
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor, dim_in: int = 1, dim_out: int = 1) -> torch.Tensor:
+        if self.is_identity and dim_in == dim_out:
+            return x
+        if x.device not in self._on:
+            self._on[x.device] = self.index.to(x.device), self.inverse.to(x.device)
+        return _Take.apply(x, *self._on[x.device], dim_in, dim_out)
+
+    def then(self, other: Permutation) -> Permutation:
+        """This permutation followed by ``other``, as one gather."""
+        return Permutation(self.index[other.index])
+
+    def inverted(self) -> Permutation:
+        return Permutation(self.inverse)
+
+
 @dataclass
 class RoutePlan:
-    send_index: torch.Tensor  # rows of the source, in send order (grouped by peer)
+    """Rows of [B, rows, F]: gather the rows to send, all-to-all them, put the received rows in order.
+
+    A plan that sends nothing to other ranks is one local permutation (none at all when it is the identity).
+    """
+
+    send: Permutation  # rows of the source, in send order (grouped by peer)
     send_counts: list[int]
     recv_counts: list[int]
-    recv_perm: torch.Tensor  # rows of the receive buffer, in destination order
+    recv: Permutation  # rows of the receive buffer, in destination order
     group: dist.ProcessGroup | None  # None: nothing leaves this rank
     axis_of_peer: list[str]
 
+    def __post_init__(self) -> None:
+        if self.group is None and not self.recv.is_identity:
+            self.send, self.recv = self.send.then(self.recv), Permutation(torch.arange(len(self.recv.index)))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.index_select(0, self.send_index.to(x.device))
-        if self.group is not None:
-            x = all_to_all(x, self.send_counts, self.recv_counts, self.group, self.axis_of_peer)
-        return x.index_select(0, self.recv_perm.to(x.device))
+        if self.group is None:
+            return self.send(x)
+        # The all-to-all moves whole rows, so rows go outermost for it: [B, rows, F] → [rows, B, F] → back.
+        x = all_to_all(self.send(x, 1, 0), self.send_counts, self.recv_counts, self.group, self.axis_of_peer)
+        return self.recv(x, 0, 1)
 
     def reversed(self) -> RoutePlan:
-        """The route back: the adjoint permutation, with send and receive sizes swapped."""
-        return RoutePlan(
-            torch.argsort(self.recv_perm), self.recv_counts, self.send_counts,
-            torch.argsort(self.send_index), self.group, self.axis_of_peer,
-        )
+        """The route back: the inverse permutations, with send and receive sizes swapped."""
+        return RoutePlan(self.recv.inverted(), self.recv_counts, self.send_counts, self.send.inverted(),
+                         self.group, self.axis_of_peer)
 
 
 @dataclass(frozen=True)
@@ -89,8 +145,8 @@ def build_plan(src: Placement, dst: Placement, split: int, me: int, peers: list[
     if (dest < 0).any() or (source < 0).any():
         raise RuntimeError("route plan needs a peer outside its process group")
     axis = ["sp" if wp_of[p] == wp_of[me] else "wp" for p in peers]
-    return RoutePlan(torch.from_numpy(send_index), send_counts.tolist(), recv_counts.tolist(),
-                     torch.from_numpy(recv_perm), group if len(peers) > 1 else None, axis)
+    return RoutePlan(Permutation(torch.from_numpy(send_index)), send_counts.tolist(), recv_counts.tolist(),
+                     Permutation(torch.from_numpy(recv_perm)), group if len(peers) > 1 else None, axis)
 
 
 class WindowRouting:
@@ -132,17 +188,17 @@ class WindowRouting:
         self.masks = {k: _as_tensor(grid.attention_mask(wp, k)) for k in (False, True)}
 
     def to_attention(self, x: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """[T_home, SP, B, F] (row per token, one slot per head group) → [T_attn, B, F] of this rank's heads."""
+        """[B, T_home·SP, F] (a row per token and head group) → [B, T_attn, F]: whole windows, this rank's heads."""
         return self._apply(self.enter[shifted], x)
 
     def from_attention(self, x: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """[T_attn, B, F] → [T_home, SP, B, F]."""
-        return self._apply(self.leave[shifted], x).reshape(-1, self.sp, *x.shape[-2:])
+        """[B, T_attn, F] → [B, T_home·SP, F]."""
+        return self._apply(self.leave[shifted], x)
 
     def _apply(self, steps: list[tuple[RoutePlan, str]], x: torch.Tensor) -> torch.Tensor:
+        B, _, F = x.shape
         for plan, moves in steps:
-            rows = x.reshape(-1, *x.shape[-2:]) if moves == "heads" else x.reshape(-1, self.sp, *x.shape[-2:])
-            x = plan(rows)
+            x = plan(x if moves == "heads" else x.reshape(B, -1, self.sp * F)).reshape(B, -1, F)
         return x
 
 

@@ -12,7 +12,8 @@ import xarray as xr
 from aeris_ds.errors import DataError
 from aeris_ds.evaluate import baselines
 from aeris_ds.evaluate.cli import main
-from aeris_ds.evaluate.scorecard import score, stability_report, write_scorecard
+from aeris_ds.evaluate.scorecard import METRICS, score, write_scorecard
+from aeris_ds.evaluate.stability import stability_report
 from aeris_ds.evaluate.weights import latitude_weights
 
 INITS = ["2020-01-07", "2020-01-08T12"]
@@ -33,14 +34,14 @@ def _truth(days: int = 12, seed: int = 0) -> xr.Dataset:
                       coords={"time": time, "level": [500.0], "latitude": lat, "longitude": lon})
 
 
-def _forecast(truth: xr.Dataset, members: int = 4, seed: int = 1) -> xr.Dataset:
+def _forecast(truth: xr.Dataset, members: int = 4, seed: int = 1, noise: float = 0.5) -> xr.Dataset:
     """Truth at the valid times plus independent member noise, in the WB2 forecast layout."""
     rng = np.random.default_rng(seed)
     grid = xr.Dataset(coords={"time": pd.DatetimeIndex(INITS),
                               "prediction_timedelta": pd.to_timedelta(LEADS_H, unit="h")})
     fc = baselines.align_truth(truth, grid).drop_vars("valid_time").expand_dims(number=np.arange(members),
                                                                                  axis=2)
-    return fc.map(lambda da: da + 0.5 * rng.standard_normal(da.shape))
+    return fc.map(lambda da: da + noise * rng.standard_normal(da.shape))
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +61,17 @@ def test_score_persistence_equals_hand_computed(case):
     for init in pd.DatetimeIndex(INITS):
         diff = truth.temperature.sel(time=init + pd.Timedelta(lead)) - truth.temperature.sel(time=init)
         errs.append(np.sqrt((diff.values[0] ** 2 * w).sum() / (w.sum() * diff.sizes["longitude"])))
-    got = scores.temperature.sel(system="persistence", metric="rmse", prediction_timedelta=lead, level=500.0)
+    got = scores.temperature.sel(system="persistence", metric="rmse", prediction_timedelta=lead, level=500.0,
+                                 estimate="value")
     assert float(got) == pytest.approx(np.mean(errs), rel=1e-12)
-    at0 = scores.sel(prediction_timedelta=np.timedelta64(0, "h"), system="persistence")
+    at0 = scores.sel(prediction_timedelta=np.timedelta64(0, "h"), system="persistence", estimate="value")
     assert float(at0.temperature.sel(metric="rmse", level=500.0)) == 0.0
     assert "(WB2 headline)" in scores.attrs["definitions"]["persistence"]["rmse"]
     # spread is undefined for the one-member baselines, defined for the ensemble
     assert np.isnan(scores["2m_temperature"].sel(system="climatology", metric="spread")).all()
     assert (scores["2m_temperature"].sel(system="forecast", metric="spread") > 0).all()
     # the forecast beats both baselines beyond lead 0 on this synthetic case
-    rmse = scores.temperature.sel(metric="rmse", level=500.0).isel(prediction_timedelta=slice(1, None))
+    rmse = scores.temperature.sel(metric="rmse", level=500.0, estimate="hi").isel(prediction_timedelta=slice(1, None))
     assert (rmse.sel(system="forecast") < rmse.sel(system="persistence")).all()
     assert (rmse.sel(system="forecast") < rmse.sel(system="climatology")).all()
 
@@ -92,9 +94,12 @@ def test_score_missing_truth_times_are_named(case):
         score(fc, truth.sel(time=slice(None, "2020-01-10T06")), clim)
 
 
-def test_score_stability_flags_blow_up_and_smoothing(case):
-    fc, truth, _ = case
-    assert stability_report(fc, truth).flags == []
+def test_score_stability_flags_blow_up_smoothing_and_excess_power(case):
+    _, truth, _ = case
+    fc = _forecast(truth, noise=0.1)  # 0.5 would double the truth's (white, std 0.5) small-scale power
+    clean = stability_report(fc, truth)
+    assert clean.flags == []
+    assert [c.passed for c in clean.criteria[:2]] == [True, True]  # bounded, band power ratios
     growth = xr.DataArray(np.array([1.0, 1.0, 3.0, 6.0]), dims="prediction_timedelta")
     anomaly = fc - fc.mean(["latitude", "longitude"])
     blown = stability_report(fc.mean(["latitude", "longitude"]) + anomaly * growth, truth)
@@ -110,6 +115,13 @@ def test_score_stability_flags_blow_up_and_smoothing(case):
     assert smoothed.smoothing and not smoothed.blow_up
     ratio = smoothed.diagnostics.temperature.sel(diagnostic="power_ratio_high")
     assert float(ratio.max()) < 0.5
+    assert next(c for c in smoothed.criteria if c.name == "band power ratios").passed is False
+    grid_scale = xr.DataArray((-1.0) ** np.arange(fc.sizes["longitude"]), dims="longitude")  # k = Nyquist
+    noisy = stability_report(fc + grid_scale, truth)
+    assert noisy.excess_power and not noisy.blow_up and not noisy.smoothing
+    assert any(f.startswith("excess power: temperature level 500 from lead 0 h (high-k") for f in noisy.flags)
+    worst = next(c for c in noisy.criteria if c.name == "band power ratios")
+    assert worst.passed is False and "high" in worst.detail
     nan_fc = fc.copy(deep=True)
     nan_fc["2m_temperature"][0, 3, 0, 0, 0] = np.nan
     flags = stability_report(nan_fc, truth).flags
@@ -122,7 +134,7 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
                             stability=stability_report(fc, truth))
     doc = json.loads(paths["json"].read_text())
     assert doc["weighting"] == "cos" and "cos(latitude)" in doc["definitions"]["forecast"]["rmse"]
-    assert pd.read_csv(paths["csv"]).shape[0] == len(doc["scores"]) == 3 * 10 * 4 * 2
+    assert pd.read_csv(paths["csv"]).shape[0] == len(doc["scores"]) == 3 * len(METRICS) * 4 * 2
     fc.to_zarr(tmp_path / "fc.zarr")
     truth.to_zarr(tmp_path / "truth.zarr")
     out = tmp_path / "eval"
@@ -132,7 +144,8 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     pngs = sorted(out.glob("*.png"))
-    assert [p.name for p in pngs] == ["maps_temperature_500.png", "skill_temperature_500.png",
+    assert [p.name for p in pngs] == ["hovmoller_temperature_500.png", "maps_temperature_500.png",
+                                      "rank_histogram_temperature_500.png", "skill_temperature_500.png",
                                       "spectra_temperature_500.png", "spread_skill_temperature_500.png"]
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -141,7 +154,8 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
     direct = score(fc, truth, clim, variables=["temperature"])
     row = cli_scores.query("system == 'persistence' and metric == 'rmse' and lead_hours == 24")
     assert row["value"].item() == pytest.approx(float(direct.temperature.sel(
-        system="persistence", metric="rmse", prediction_timedelta=np.timedelta64(24, "h"), level=500.0)))
+        system="persistence", metric="rmse", prediction_timedelta=np.timedelta64(24, "h"), level=500.0,
+        estimate="value")))
     with pytest.raises(DataError, match="short.zarr: truth lacks"):
         truth.sel(time=slice(None, "2020-01-09")).to_zarr(tmp_path / "short.zarr")
         main([str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "short.zarr"), "--out", str(out)])

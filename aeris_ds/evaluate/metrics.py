@@ -55,20 +55,67 @@ def _aggregate_sqrt(per_time_mean_square: T, aggregation: str) -> T:
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
+def _mse(forecast: T, truth: T, weighting: Weighting) -> T:
+    return spatial_mean((ensemble_mean(forecast) - truth) ** 2, weighting)
+
+
+def _acc(mean: T, truth: T, climatology: T, weighting: Weighting) -> T:
+    """Per-init ACC of an ensemble mean (anomalies not re-centred)."""
+    fa, ta = mean - climatology, truth - climatology
+    return spatial_mean(fa * ta, weighting) / np.sqrt(spatial_mean(fa**2, weighting) * spatial_mean(ta**2, weighting))
+
+
+def _variance(forecast: T, weighting: Weighting) -> T:
+    m = _n_members(forecast)
+    if m < 2:
+        raise ValueError(f"spread needs an ensemble of at least 2 members along '{MEMBER}', got {m}")
+    return spatial_mean(forecast.var(MEMBER, ddof=1, skipna=False), weighting)
+
+
+def definition(metric: str, n_members: int, weighting: Weighting = "area",
+               aggregation: Aggregation = "sqrt_before_time_mean", member: int | None = None) -> str:
+    """What a metric's number is, in words (stored with every score)."""
+    w, m = describe_weighting(weighting), n_members
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    spread_text = (f"ensemble spread over M={m} members: sqrt of the spatial mean of the member variance (ddof=1)"
+                   + (f" times sqrt((M+1)/M) = {np.sqrt((m + 1) / m):.4f}" if metric.endswith("_corrected")
+                      else " without the finite-ensemble factor (as in WB2 plots)")
+                   + f"; spatial mean with {w}; {_AGGREGATION_TEXT[aggregation]}")
+    texts = {
+        "rmse": f"RMSE of the ensemble mean over {m} member(s); spatial mean with {w}; "
+                f"{_AGGREGATION_TEXT[aggregation]}",
+        "bias": f"bias = mean of (ensemble mean - truth) over {m} member(s); spatial mean with {w}; "
+                "then mean over init times",
+        "acc": "ACC of the ensemble mean: anomalies vs climatology at the valid time (not re-centred), "
+               f"<f'y'>/sqrt(<f'^2><y'^2>) with <.> the spatial mean using {w}; per init time, then mean "
+               "over init times",
+        "crps": f"fair CRPS over {m} member(s): mean_i|Xi-y| - sum_ij|Xi-Xj|/(2M(M-1)) (= MAE for M=1); "
+                f"spatial mean with {w}; then mean over init times",
+        "mae": f"MAE of {'the ensemble mean' if member is None else f'member index {member}'}; spatial mean "
+               f"with {w}; then mean over init times",
+        "spread": spread_text,
+        "spread_corrected": spread_text,
+        "spread_skill": f"spread/skill ratio = [{spread_text}] / [RMSE of the ensemble mean, same weighting "
+                        "and aggregation]",
+    }
+    texts["spread_skill_corrected"] = texts["spread_skill"]
+    if metric not in texts:
+        raise ValueError(f"no definition for metric {metric!r}; known: {sorted(texts)}")
+    return texts[metric]
+
+
 def rmse(forecast: T, truth: T, *, weighting: Weighting = "area",
          aggregation: Aggregation = "sqrt_before_time_mean") -> T:
     """Latitude-weighted RMSE of the ensemble mean (WB2 headline aggregation by default)."""
-    mse = spatial_mean((ensemble_mean(forecast) - truth) ** 2, weighting)
-    return _labelled(_aggregate_sqrt(mse, aggregation),
-                     f"RMSE of the ensemble mean over {_n_members(forecast)} member(s); spatial mean with "
-                     f"{describe_weighting(weighting)}; {_AGGREGATION_TEXT[aggregation]}")
+    return _labelled(_aggregate_sqrt(_mse(forecast, truth, weighting), aggregation),
+                     definition("rmse", _n_members(forecast), weighting, aggregation))
 
 
 def bias(forecast: T, truth: T, *, weighting: Weighting = "area") -> T:
     """Mean error of the ensemble mean (forecast - truth), spatially weighted, averaged over init times."""
     err = spatial_mean(ensemble_mean(forecast) - truth, weighting).mean(TIME, skipna=False)
-    return _labelled(err, f"bias = mean of (ensemble mean - truth) over {_n_members(forecast)} member(s); "
-                          f"spatial mean with {describe_weighting(weighting)}; then mean over init times")
+    return _labelled(err, definition("bias", _n_members(forecast), weighting))
 
 
 def acc(forecast: T, truth: T, climatology: T, *, weighting: Weighting = "area") -> T:
@@ -78,14 +125,8 @@ def acc(forecast: T, truth: T, climatology: T, *, weighting: Weighting = "area")
     Anomalies are not re-centred: ACC = <f'y'> / sqrt(<f'^2><y'^2>) with <.> the weighted spatial mean,
     computed per init time and then averaged over init times. A forecast equal to climatology gives NaN.
     """
-    fa = ensemble_mean(forecast) - climatology
-    ta = truth - climatology
-    per_time = spatial_mean(fa * ta, weighting) / np.sqrt(
-        spatial_mean(fa**2, weighting) * spatial_mean(ta**2, weighting))
-    return _labelled(per_time.mean(TIME, skipna=False),
-                     "ACC of the ensemble mean: anomalies vs climatology at the valid time (not re-centred),"
-                     " <f'y'>/sqrt(<f'^2><y'^2>) with <.> the spatial mean using "
-                     f"{describe_weighting(weighting)}; per init time, then mean over init times")
+    per_time = _acc(ensemble_mean(forecast), truth, climatology, weighting)
+    return _labelled(per_time.mean(TIME, skipna=False), definition("acc", _n_members(forecast), weighting))
 
 
 def fair_crps_pointwise(forecast: T, truth: T) -> T:
@@ -109,39 +150,26 @@ def fair_crps_pointwise(forecast: T, truth: T) -> T:
 def crps(forecast: T, truth: T, *, weighting: Weighting = "area") -> T:
     """Fair (unbiased in ensemble size) CRPS, spatially weighted, averaged over init times (WB2 CRPS)."""
     score = spatial_mean(fair_crps_pointwise(forecast, truth), weighting).mean(TIME, skipna=False)
-    return _labelled(score, f"fair CRPS over {_n_members(forecast)} member(s): mean_i|Xi-y| - "
-                            "sum_ij|Xi-Xj|/(2M(M-1)) (= MAE for M=1); spatial mean with "
-                            f"{describe_weighting(weighting)}; then mean over init times")
+    return _labelled(score, definition("crps", _n_members(forecast), weighting))
 
 
 def mae(forecast: T, truth: T, *, member: int | None = None, weighting: Weighting = "area") -> T:
     """Weighted MAE of the ensemble mean (``member=None``) or of one member (deterministic skill)."""
     fc = ensemble_mean(forecast) if member is None or MEMBER not in forecast.dims else forecast.isel(
         {MEMBER: member}, drop=True)
-    what = "the ensemble mean" if member is None else f"member index {member}"
     score = spatial_mean(abs(fc - truth), weighting).mean(TIME, skipna=False)
-    return _labelled(score, f"MAE of {what}; spatial mean with {describe_weighting(weighting)}; "
-                            "then mean over init times")
-
-
-def _spread_definition(m: int, weighting: str, aggregation: str, corrected: bool) -> str:
-    factor = f" times sqrt((M+1)/M) = {np.sqrt((m + 1) / m):.4f}" if corrected else \
-        " without the finite-ensemble factor (as in WB2 plots)"
-    return (f"ensemble spread over M={m} members: sqrt of the spatial mean of the member variance (ddof=1)"
-            f"{factor}; spatial mean with {describe_weighting(weighting)}; {_AGGREGATION_TEXT[aggregation]}")
+    return _labelled(score, definition("mae", _n_members(forecast), weighting, member=member))
 
 
 def spread(forecast: T, *, weighting: Weighting = "area", aggregation: Aggregation = "sqrt_before_time_mean",
            finite_ensemble_correction: bool = False) -> T:
     """Ensemble spread, aggregated over time like :func:`rmse` so that the two are comparable."""
     m = _n_members(forecast)
-    if m < 2:
-        raise ValueError(f"spread needs an ensemble of at least 2 members along '{MEMBER}', got {m}")
-    var = spatial_mean(forecast.var(MEMBER, ddof=1, skipna=False), weighting)
-    result = _aggregate_sqrt(var, aggregation)
+    result = _aggregate_sqrt(_variance(forecast, weighting), aggregation)
     if finite_ensemble_correction:
         result = result * np.sqrt((m + 1) / m)
-    return _labelled(result, _spread_definition(m, weighting, aggregation, finite_ensemble_correction))
+    name = "spread_corrected" if finite_ensemble_correction else "spread"
+    return _labelled(result, definition(name, m, weighting, aggregation))
 
 
 def spread_skill_ratio(forecast: T, truth: T, *, weighting: Weighting = "area",
@@ -151,9 +179,33 @@ def spread_skill_ratio(forecast: T, truth: T, *, weighting: Weighting = "area",
     ratio = spread(forecast, weighting=weighting, aggregation=aggregation,
                    finite_ensemble_correction=finite_ensemble_correction) / rmse(
         forecast, truth, weighting=weighting, aggregation=aggregation)
-    spread_text = _spread_definition(_n_members(forecast), weighting, aggregation, finite_ensemble_correction)
-    return _labelled(ratio, f"spread/skill ratio = [{spread_text}] / [RMSE of the ensemble mean, same "
-                            "weighting and aggregation]")
+    name = "spread_skill_corrected" if finite_ensemble_correction else "spread_skill"
+    return _labelled(ratio, definition(name, _n_members(forecast), weighting, aggregation))
+
+
+def per_init_components(forecast: xr.DataArray, truth: xr.DataArray, climatology: xr.DataArray, *,
+                        weighting: Weighting = "area") -> xr.Dataset:
+    """The per-init-time spatial means every score aggregates (for bootstrapping over init times).
+
+    Dims (time, prediction_timedelta, [level]): ``mse``, ``rmse`` (its square root), ``error``, ``abs_error``
+    (of the ensemble mean), ``abs_error_member0``, ``acc``, ``crps`` (fair), and for M >= 2 members
+    ``variance`` (member variance, ddof=1) and ``spread`` (its square root); NaN for one member.
+    """
+    mean = ensemble_mean(forecast)
+    err = mean - truth
+    first = forecast.isel({MEMBER: 0}, drop=True) if MEMBER in forecast.dims else forecast
+    parts = {"mse": spatial_mean(err**2, weighting)}
+    parts |= {"rmse": np.sqrt(parts["mse"]), "error": spatial_mean(err, weighting),
+              "abs_error": spatial_mean(abs(err), weighting),
+              "abs_error_member0": spatial_mean(abs(first - truth), weighting),
+              "acc": _acc(mean, truth, climatology, weighting),
+              "crps": spatial_mean(fair_crps_pointwise(forecast, truth), weighting)}
+    if _n_members(forecast) >= 2:
+        parts["variance"] = _variance(forecast, weighting)
+    else:
+        parts["variance"] = xr.full_like(parts["mse"], np.nan)
+    parts["spread"] = np.sqrt(parts["variance"])
+    return xr.Dataset({k: v.drop_attrs() for k, v in parts.items()})
 
 
 def zonal_power_spectrum(field: T, *, weighting: Weighting = "area",

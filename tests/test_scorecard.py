@@ -82,6 +82,10 @@ def test_score_climatology_window_and_missing_days():
     expected = truth.temperature.sel(time=truth.time.dt.hour == 6).sel(time=slice("2020-01-01", "2020-01-03"))
     np.testing.assert_allclose(clim.temperature.sel(dayofyear=2, hour=6).values, expected.mean("time").values)
     assert sorted(clim.dayofyear.values.tolist()) == [1, 2, 3, 4, 366]
+    some = baselines.compute_climatology(truth.isel(time=slice(4, None)), window_days=1, days=[1, 3])
+    assert some.dayofyear.values.tolist() == [1, 3]  # reads days 366..4 only, returns the days asked for
+    xr.testing.assert_allclose(some, baselines.compute_climatology(truth.isel(time=slice(4, None)),
+                                                                   window_days=1).sel(dayofyear=[1, 3]))
     grid = xr.Dataset(coords={"time": pd.DatetimeIndex(["2020-01-03"]),
                               "prediction_timedelta": pd.to_timedelta([48], unit="h")})
     with pytest.raises(KeyError, match=r"\(5, 0\)"):

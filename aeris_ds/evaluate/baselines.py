@@ -54,26 +54,33 @@ def persistence(truth: xr.Dataset, init_times: np.ndarray, leads: np.ndarray) ->
     return fc.expand_dims({MEMBER: [0]}, axis=2)
 
 
-def compute_climatology(truth: xr.Dataset, *, window_days: int = 0) -> xr.Dataset:
+def compute_climatology(truth: xr.Dataset, *, window_days: int = 0, days: np.ndarray | None = None
+                        ) -> xr.Dataset:
     """Mean by (dayofyear, hour) of a training split, optionally smoothed over ±``window_days`` days.
 
     The smoothing is a cyclic moving average over day of year that pools samples (sums and counts), so
     short records work: a day of year gets a value when any sample lies within the window, and days with
-    none are left out (their use is caught in :func:`climatology_forecast`). Layout as WB2 climatologies:
-    (dayofyear, hour, [level], latitude, longitude).
+    none are left out (their use is caught in :func:`climatology_forecast`). With ``days`` (days of year),
+    only the truth times within the window of those days are read and only those days returned. Layout as
+    WB2 climatologies: (dayofyear, hour, [level], latitude, longitude).
     """
-    if truth.sizes.get(TIME, 0) == 0:
-        raise ValueError("cannot compute a climatology from a truth split with no time steps")
     if window_days < 0 or window_days > 183:
         raise ValueError(f"window_days must be in [0, 183], got {window_days}")
-    days = np.arange(1, 367)
+    wanted = None if days is None else np.unique(np.asarray(days, dtype=int))
+    if wanted is not None:
+        near = (wanted[:, None] - 1 + np.arange(-window_days, window_days + 1)) % 366 + 1
+        truth = truth.isel({TIME: np.isin(truth[TIME].dt.dayofyear.values, near)})
+    truth = truth.load()
+    if truth.sizes.get(TIME, 0) == 0:
+        raise ValueError("cannot compute a climatology from a truth split with no time steps")
+    all_days = np.arange(1, 367)
     hours = np.unique(truth[TIME].dt.hour.values)
     sums, counts = [], []
     for hour in hours:
         part = truth.isel({TIME: truth[TIME].dt.hour.values == hour})
         grouped = part.groupby(part[TIME].dt.dayofyear.rename("dayofyear"))
-        sums.append(grouped.sum(TIME, skipna=False).reindex(dayofyear=days, fill_value=0.0))
-        counts.append(grouped.count(TIME).reindex(dayofyear=days, fill_value=0))
+        sums.append(grouped.sum(TIME, skipna=False).reindex(dayofyear=all_days, fill_value=0.0))
+        counts.append(grouped.count(TIME).reindex(dayofyear=all_days, fill_value=0))
     hour_coord = pd.Index(hours, name="hour")
     total, count = xr.concat(sums, hour_coord), xr.concat(counts, hour_coord)
     if window_days:
@@ -83,6 +90,8 @@ def compute_climatology(truth: xr.Dataset, *, window_days: int = 0) -> xr.Datase
     # counts are the same for every grid point unless the truth has gaps; use any variable's first point
     first = count[next(iter(count.data_vars))]
     present = (first.isel({d: 0 for d in first.dims if d not in ("dayofyear", "hour")}) > 0).any("hour")
+    if wanted is not None:
+        present &= present["dayofyear"].isin(wanted)
     clim = (total / count).sel(dayofyear=present.values)
     clim = clim.transpose("dayofyear", "hour", ...)
     clim.attrs["definition"] = (f"mean by (dayofyear, hour) over {str(truth[TIME].values[0])[:19]} .. "

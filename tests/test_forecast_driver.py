@@ -61,7 +61,7 @@ def test_forecast_evaluate_writes_scorecard(weights, tiny_store, tmp_path):
     main(["evaluate", fc, "--truth", str(tiny_store), "--out", str(tmp_path / "scores"), "--variables",
           "geopotential", "--levels", "500"])
     card = (tmp_path / "scores" / "scorecard.txt").read_text()
-    assert "geopotential" in card and "RMSE pers" in card
+    assert "geopotential" in card and "RMSE/pers" in card
     assert any(p.stat().st_size > 5000 for p in (tmp_path / "scores").glob("*.png"))
 
 

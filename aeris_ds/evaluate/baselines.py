@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 TIME, LEAD, MEMBER = "time", "prediction_timedelta", "number"
@@ -73,30 +72,48 @@ def compute_climatology(truth: xr.Dataset, *, window_days: int = 0, days: np.nda
     truth = truth.load()
     if truth.sizes.get(TIME, 0) == 0:
         raise ValueError("cannot compute a climatology from a truth split with no time steps")
-    all_days = np.arange(1, 367)
-    hours = np.unique(truth[TIME].dt.hour.values)
-    sums, counts = [], []
-    for hour in hours:
-        part = truth.isel({TIME: truth[TIME].dt.hour.values == hour})
-        grouped = part.groupby(part[TIME].dt.dayofyear.rename("dayofyear"))
-        sums.append(grouped.sum(TIME, skipna=False).reindex(dayofyear=all_days, fill_value=0.0))
-        counts.append(grouped.count(TIME).reindex(dayofyear=all_days, fill_value=0))
-    hour_coord = pd.Index(hours, name="hour")
-    total, count = xr.concat(sums, hour_coord), xr.concat(counts, hour_coord)
-    if window_days:
-        shifts = range(-window_days, window_days + 1)
-        total = sum(total.roll(dayofyear=s, roll_coords=False) for s in shifts)
-        count = sum(count.roll(dayofyear=s, roll_coords=False) for s in shifts)
-    # counts are the same for every grid point unless the truth has gaps; use any variable's first point
-    first = count[next(iter(count.data_vars))]
-    present = (first.isel({d: 0 for d in first.dims if d not in ("dayofyear", "hour")}) > 0).any("hour")
+    times = truth[TIME]
+    hours = np.unique(times.dt.hour.values)
+    # one slot per (hour, day of year): sort the times by slot once, then sum runs with reduceat
+    slot = np.searchsorted(hours, times.dt.hour.values) * 366 + times.dt.dayofyear.values - 1
+    order = np.argsort(slot, kind="stable")
+    slots, starts, n = np.unique(slot[order], return_index=True, return_counts=True)
+    count = np.zeros(hours.size * 366)
+    count[slots] = n
+    count = _cyclic_window(count.reshape(hours.size, 366), window_days)
+    present = (count > 0).any(0)
     if wanted is not None:
-        present &= present["dayofyear"].isin(wanted)
-    clim = (total / count).sel(dayofyear=present.values)
+        present &= np.isin(np.arange(1, 367), wanted)
+    fields = {}
+    for name, da in truth.data_vars.items():
+        da = da.transpose(TIME, ...)
+        x = da.values[order]
+        total = np.zeros((hours.size * 366, *x.shape[1:]))
+        total[slots] = np.add.reduceat(x, starts, axis=0)
+        total = _cyclic_window(total.reshape(hours.size, 366, *x.shape[1:]), window_days)
+        mean = total[:, present] / count[:, present].reshape(count.shape[0], -1, *[1] * (x.ndim - 1))
+        fields[name] = (("hour", "dayofyear", *da.dims[1:]), mean)
+    coords = {k: v for k, v in truth.coords.items() if TIME not in v.dims}
+    clim = xr.Dataset(fields, coords={**coords, "hour": hours, "dayofyear": np.arange(1, 367)[present]})
     clim = clim.transpose("dayofyear", "hour", ...)
     clim.attrs["definition"] = (f"mean by (dayofyear, hour) over {str(truth[TIME].values[0])[:19]} .. "
                                 f"{str(truth[TIME].values[-1])[:19]}, cyclic ±{window_days} day window")
     return clim
+
+
+def _cyclic_window(a: np.ndarray, window_days: int) -> np.ndarray:
+    """Sums over ±window_days along axis 1 (366 days of year), cyclic; NaN only where the window holds one."""
+    if window_days == 0:
+        return a
+    def window_sum(x: np.ndarray) -> np.ndarray:
+        w = window_days
+        padded = np.concatenate([x[:, -w:], x, x[:, :w]], axis=1)
+        c = np.concatenate([np.zeros_like(padded[:, :1]), np.cumsum(padded, axis=1)], axis=1)
+        return c[:, 2 * w + 1:] - c[:, :-(2 * w + 1)]
+
+    nan = np.isnan(a)
+    out = window_sum(np.where(nan, 0.0, a))
+    return np.where(window_sum(nan.astype(float)) > 0, np.nan, out) if nan.any() else out
 
 
 def climatology_from_store(path: str | Path, time_slice: slice | str, *, window_days: int = 0,

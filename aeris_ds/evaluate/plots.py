@@ -141,10 +141,21 @@ def plot_spectra(spectra: xr.Dataset, variable: str, out_path: str | Path, *,
     return _save(fig, out_path)
 
 
+def _uniform(x: np.ndarray) -> bool:
+    return x.size > 1 and bool(np.allclose(np.diff(x), x[1] - x[0]))
+
+
 def _map(ax: plt.Axes, field: xr.DataArray, **kw) -> plt.cm.ScalarMappable:
     """A lat/lon map at its true aspect (1° of latitude = 1° of longitude), labelled in degrees."""
-    mesh = ax.pcolormesh(field["longitude"].values, field["latitude"].values,
-                         field.transpose("latitude", "longitude").values, shading="auto", **kw)
+    lat, lon = field["latitude"].values, field["longitude"].values
+    values = field.transpose("latitude", "longitude").values
+    if _uniform(lat) and _uniform(lon):  # an image draws ~10x faster than a mesh of cells
+        dlat, dlon = lat[1] - lat[0], lon[1] - lon[0]
+        south, north = sorted((lat[0] - dlat / 2, lat[-1] + dlat / 2))
+        mesh = ax.imshow(values, origin="lower" if dlat > 0 else "upper", interpolation="nearest",
+                         extent=(lon[0] - dlon / 2, lon[-1] + dlon / 2, south, north), **kw)
+    else:
+        mesh = ax.pcolormesh(lon, lat, values, shading="auto", **kw)
     ax.set_aspect("equal")
     ax.set(xticks=np.arange(0, 361, 90), yticks=np.arange(-90, 91, 45), xlim=(0, 360), ylim=(-90, 90))
     ax.tick_params(labelsize=7)

@@ -186,24 +186,19 @@ _TABLE_COLUMNS = (("RMSE", "forecast", "rmse", False), ("RMSE/pers", "forecast",
                   ("rank U", "forecast", "rank_outlier_ratio", True))
 
 
-def _cell(at: xr.DataArray, interval: bool) -> str:
-    value, lo, hi = (float(at.sel({ESTIMATE: e})) for e in ("value", "lo", "hi"))
-    return f"{value:.4g} [{lo:.3g}, {hi:.3g}]" if interval else f"{value:.4g}"
-
-
 def _table_rows(scores: xr.Dataset) -> tuple[list[str], list[list[str]]]:
+    """One row per (variable, level, lead): columns from the long frame (xarray selections per cell are slow)."""
+    frame = scores_to_frame(scores).sort_values(["variable", LEVEL, "lead_hours"], kind="stable")
     header = ["variable", "level", "lead h"] + [c[0] for c in _TABLE_COLUMNS]
-    rows = []
-    for name, da in scores.data_vars.items():
-        for level in da[LEVEL].values if LEVEL in da.dims else [None]:
-            sub = da if level is None else da.sel({LEVEL: level})
-            for lead in sub[LEAD].values:
-                at = sub.sel({LEAD: lead})
-                rows.append([str(name), "" if level is None else f"{level:g}",
-                             f"{lead / np.timedelta64(1, 'h'):g}"]
-                            + [_cell(at.sel(system=system, metric=metric), interval)
-                               for _, system, metric, interval in _TABLE_COLUMNS])
-    return header, rows
+    columns = []
+    for _, system, metric, interval in _TABLE_COLUMNS:
+        sub = frame[(frame["system"] == system) & (frame["metric"] == metric)]
+        columns.append([f"{v:.4g} [{lo:.3g}, {hi:.3g}]" if interval else f"{v:.4g}"
+                        for v, lo, hi in zip(sub["value"], sub["lo"], sub["hi"], strict=True)])
+    keys = frame[(frame["system"] == "forecast") & (frame["metric"] == "rmse")]
+    first = [[str(v), "" if np.isnan(lv) else f"{lv:g}", f"{h:g}"]
+             for v, lv, h in zip(keys["variable"], keys[LEVEL], keys["lead_hours"], strict=True)]
+    return header, [row + [col[i] for col in columns] for i, row in enumerate(first)]
 
 
 def _legend(scores: xr.Dataset) -> str:

@@ -22,19 +22,20 @@ from aeris_ds.data.synthetic import synthetic_store
 from aeris_ds.parallel.layout import WindowGrid
 
 LAT, LON, WINDOW = 32, 64, (8, 8)
+TIME_BLOCK = 4  # times per inner chunk of the test stores: a read fetches the time blocks of its times
 LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2), (4, 1)]  # (WP, SP)
 SAMPLE = 5
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[str, Path]:
-    """The same 32×64 data with the schema's inner chunks (lat 8 × lon 16) and with lat 4 × lon 16, which
-    is what an SP=2 slice of an 8-row window needs to be read without waste."""
+    """The same 32×64 data in inner chunks of 4 times × lat 8 × lon 16 and 4 times × lat 4 × lon 16 (what an
+    SP=2 slice of an 8-row window needs to be read without waste)."""
     tmp = tmp_path_factory.mktemp("blocks")
-    default = synthetic_store(tmp / "c8.zarr", LAT, LON, days=3)
-    fine = schema.write_store(schema.open_store(default).load(), tmp / "c4.zarr",
-                              inner_chunks={"latitude": 4, "longitude": 16})
-    return {"c8": default, "c4": fine}
+    ds = schema.open_store(synthetic_store(tmp / "base.zarr", LAT, LON, days=3)).load()
+    return {name: schema.write_store(ds, tmp / f"{name}.zarr",
+                                     inner_chunks={"time": TIME_BLOCK, "latitude": rows, "longitude": 16})
+            for name, rows in (("c8", 8), ("c4", 4))}
 
 
 def _cfg(preload: bool = False):
@@ -69,7 +70,10 @@ def _touched_chunks(rows: np.ndarray, cols: np.ndarray, chunk: tuple[int, int]) 
 def test_block_reads_fetch_only_the_rank_share(stores, stats, chunking):
     chunk = (4 if chunking == "c4" else 8, 16)
     cfg = _cfg()
-    n_vars, times_per_sample = len(cfg.data.atmospheric) + len(cfg.data.surface), 2
+    n_vars = len(cfg.data.atmospheric) + len(cfg.data.surface)
+    source = WeatherSource(stores[chunking], cfg.data, "train")
+    t0 = source.time_index(SAMPLE)
+    time_blocks = len({t0 // TIME_BLOCK, (t0 + source.lead_steps) // TIME_BLOCK})  # state and target
 
     def sample_reads(examples):
         fetched = {}
@@ -88,7 +92,11 @@ def test_block_reads_fetch_only_the_rank_share(stores, stats, chunking):
     store.reset()
     ex.example(SAMPLE + 1, 0)
     assert store.index_bytes == 0 and len(store.chunks) == len(full)
-    assert len(full) == n_vars * times_per_sample * (LAT // chunk[0]) * (LON // chunk[1])
+    assert len(full) == n_vars * time_blocks * (LAT // chunk[0]) * (LON // chunk[1])
+    # Uncompressed chunks: each read is a whole time block of its lat/lon block, all levels of it.
+    levels = len(source.ds["level"])
+    want = {TIME_BLOCK * 4 * chunk[0] * chunk[1] * k for k in (1, levels)}
+    assert set(full.values()) == want
     for wp, sp in LAYOUTS[1:]:
         examples = _rank_examples(stores[chunking], stats, wp, sp)
         fetched = sample_reads(examples)
@@ -96,12 +104,11 @@ def test_block_reads_fetch_only_the_rank_share(stores, stats, chunking):
         for (w, s), chunks in fetched.items():
             ex, _, _ = examples[w, s]
             per_field = _touched_chunks(ex.rows, ex.cols, chunk)
-            assert len(chunks) == n_vars * times_per_sample * per_field, (wp, sp, w, s)
+            assert len(chunks) == n_vars * time_blocks * per_field, (wp, sp, w, s)
             assert set(chunks) <= set(full)
             if aligned:
                 assert len(chunks) * wp * sp == len(full)
-                # Compressed chunk sizes differ a little; the share of the bytes is 1/(WP·SP) up to that.
-                assert sum(chunks.values()) * wp * sp == pytest.approx(full_bytes, rel=0.1), (wp, sp, w, s)
+                assert sum(chunks.values()) * wp * sp == full_bytes, (wp, sp, w, s)
         union = set().union(*map(set, fetched.values()))
         assert union == set(full), "the ranks together must read the whole sample"
         if aligned:

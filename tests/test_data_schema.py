@@ -30,10 +30,37 @@ def test_data_schema_round_trip_chunks_and_shards(tmp_path):
     xr.testing.assert_identical(back.drop_encoding(), ds)
     t = zarr.open_array(str(path / "temperature"))
     assert t.metadata.zarr_format == 3
-    assert t.chunks == (1, 2, 8, 16)  # one time, all levels, an 8×16 lat/lon block
-    assert t.shards == (4, 2, 24, 48)  # four times × the whole field (rounded up to whole chunks)
-    assert zarr.open_array(str(path / "land_sea_mask")).chunks == (8, 16)
+    # A time block (all of the shard's 4 times fit the chunk target), all levels, a 32×32 lat/lon block.
+    assert t.chunks == (4, 2, 19, 32)
+    assert t.shards == (4, 2, 19, 64)  # the whole field, rounded up to whole chunks
+    assert t.compressors == ()  # uncompressed: decoding cost more than the ~11 % it saved
+    assert zarr.open_array(str(path / "land_sea_mask")).chunks == (19, 32)
     assert not list(tmp_path.glob(".*tmp*"))  # the temporary store was renamed away
+
+
+def test_data_schema_time_blocks_fit_the_target_and_divide_the_shard(monkeypatch):
+    ds = _dataset(12)
+    per_time = 4 * 2 * 19 * 32  # bytes of one time of temperature's inner chunk
+    assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, None) == (12, 12)
+    monkeypatch.setattr(schema, "_INNER_TARGET_BYTES", 5 * per_time)
+    assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, None) == (5, 10)  # shards: whole blocks
+    assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, 12) == (4, 12)  # largest divisor ≤ 5
+    assert schema._time_blocks(ds, {"time": 1, "latitude": 8, "longitude": 16}, 12) == (1, 12)
+
+
+def test_data_schema_old_layout_still_reads_and_appends(tmp_path):
+    """Stores written before time blocks (1 time × 8×16 points per zstd inner chunk) read and extend as before."""
+    ds = _dataset(8)
+    old = tmp_path / "old.zarr"
+    enc = {"temperature": {"chunks": (1, 2, 8, 16), "shards": (4, 2, 24, 48)},
+           "2m_temperature": {"chunks": (1, 8, 16), "shards": (4, 24, 48)},
+           "land_sea_mask": {"chunks": (8, 16), "shards": (24, 48)},
+           "time": {"units": "hours since 1970-01-01", "dtype": "int64"}}
+    ds.isel(time=slice(0, 6)).to_zarr(old, zarr_format=3, consolidated=False, encoding=enc)
+    schema.write_store(ds.isel(time=slice(6, 8)), old, append=True)
+    back = schema.open_store(old)
+    assert back["temperature"].encoding["chunks"] == (1, 2, 8, 16)
+    xr.testing.assert_identical(back.load().drop_encoding(), ds)
 
 
 def test_data_schema_append_and_refuse_overwrite(tmp_path):

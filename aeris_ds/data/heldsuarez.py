@@ -17,7 +17,11 @@ Resumability: frames are produced in chunks of ``chunk_days`` and appended to th
 state at the start of the first chunk not yet completely written is kept beside the store in
 ``<out>.resume.npz``. A rerun (after a kill, or with more years) recomputes from that state and
 skips frames already in the store. The model is deterministic, so the result is identical to an
-uninterrupted run.
+uninterrupted run. A chunk is written (and its resume point saved) by a writer thread while the next
+chunk runs, so generation costs about the dycore's time (tools/bench_heldsuarez.py).
+
+Compilation: XLA's results are kept in JAX's persistent cache, by default inside the virtual
+environment (``<sys.prefix>/jax_cache``), so a second run compiles nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import argparse
 import functools
 import json
 import os
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,13 @@ _STATE_FIELDS = ("vorticity", "divergence", "temperature_variation", "log_surfac
 def _jax_setup() -> None:
     """Pins JAX to the CPU before its first import (no accelerator probing, no TPU warnings)."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _jax_cache(jax: Any) -> None:
+    """Persistent compilation cache in the venv unless the user chose one (JAX_COMPILATION_CACHE_DIR)."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(Path(sys.prefix) / "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class HeldSuarezModel:
             xarray_utils,
         )
 
+        _jax_cache(jax)
         units = scales.units
         grid_factory = getattr(spherical_harmonic.Grid, resolution, None)
         if grid_factory is None or not resolution.startswith("T"):
@@ -205,12 +219,11 @@ def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.npz")
 
 
-def _save_resume(path: Path, model: HeldSuarezModel, state: Any, frame: int, config: dict) -> None:
-    """Atomically stores the model state valid at output frame index ``frame``."""
+def _save_resume(path: Path, state: dict[str, np.ndarray], frame: int, config: dict) -> None:
+    """Atomically stores the model state (as numpy arrays) valid at output frame index ``frame``."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, frame=np.int64(frame), config=np.str_(json.dumps(config, sort_keys=True)),
-                 **model.state_to_numpy(state))
+        np.savez(f, frame=np.int64(frame), config=np.str_(json.dumps(config, sort_keys=True)), **state)
     os.replace(tmp, path)
 
 
@@ -222,6 +235,27 @@ def _load_resume(path: Path, config: dict) -> tuple[dict[str, np.ndarray], int]:
                 raise ValueError(f"{path} was written with {key}={saved.get(key)!r}, this run asks for "
                                  f"{value!r}; use another --out or delete the store and {path.name}")
         return {f: z[f] for f in _STATE_FIELDS}, int(z["frame"])
+
+
+class _Writer:
+    """Writes chunks on one thread while the caller runs the next; at most one write is pending, and its
+    error is raised at the next ``submit`` or at ``wait``."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heldsuarez-writer")
+        self._pending: Future | None = None
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _frames_dataset(model: HeldSuarezModel, frames: Frames, first: int, statics: bool) -> Any:
@@ -324,32 +358,45 @@ def generate(
     n_chunks_left = -(-(total - frame) // chunk_frames)
     bar = tqdm(total=(0 if state is not None else spin_chunks) + n_chunks_left, unit="chunk",
                desc=f"Held-Suarez {resolution} ({chunk_days} d chunks)", disable=not progress)
-    with bar:
-        if state is None:
-            state = model.initial_state(seed)
-            for _ in range(spin_chunks):
-                state, _ = model.run_chunk(state)
-                bar.update(1)
-            _save_resume(resume, model, state, 0, config)
-        while frame < total:
-            state, frames = model.run_chunk(state)
-            # Skip frames already in the store (resume); write at most up to ``total``.
-            lo, hi = max(n_store - frame, 0), min(total - frame, chunk_frames)
-            if hi > lo:
-                part = Frames({k: v[lo:hi] for k, v in frames.data.items()})
-                ds = _frames_dataset(model, part, frame + lo, statics=n_store == 0)
-                if n_store == 0:
-                    ds.attrs.update(attrs)
-                    schema.write_store(ds, out, times_per_shard=chunk_frames, kind=KIND)
-                else:
-                    schema.write_store(ds, out, append=True)
-                n_store = frame + hi
-            if hi == chunk_frames:  # a whole chunk is written: its end state is the resume point
+
+    def write(ds: Any, first_write: bool, resume_state: dict[str, np.ndarray] | None, resume_frame: int) -> None:
+        if first_write:
+            ds.attrs.update(attrs)
+            # Shards of 4 chunks, so that inner chunks hold a few MiB (schema._time_blocks).
+            schema.write_store(ds, out, times_per_shard=4 * chunk_frames, kind=KIND)
+        elif ds is not None:
+            schema.write_store(ds, out, append=True)
+        if resume_state is not None:  # only once the chunk's frames are in the store
+            _save_resume(resume, resume_state, resume_frame, config)
+
+    writer = _Writer()
+    try:
+        with bar:
+            if state is None:
+                state = model.initial_state(seed)
+                for _ in range(spin_chunks):
+                    state, _ = model.run_chunk(state)
+                    bar.update(1)
+                _save_resume(resume, model.state_to_numpy(state), 0, config)
+            while frame < total:
+                state, frames = model.run_chunk(state)
+                # Skip frames already in the store (resume); write at most up to ``total``.
+                lo, hi = max(n_store - frame, 0), min(total - frame, chunk_frames)
+                ds = None
+                if hi > lo:
+                    part = Frames({k: v[lo:hi] for k, v in frames.data.items()})
+                    ds = _frames_dataset(model, part, frame + lo, statics=n_store == 0)
+                whole = hi == chunk_frames  # a whole chunk is written: its end state is the resume point
+                writer.submit(write, ds, n_store == 0 and ds is not None,
+                              model.state_to_numpy(state) if whole else None, frame + chunk_frames)
+                n_store = max(n_store, frame + hi)
+                if not whole:
+                    break
                 frame += chunk_frames
-                _save_resume(resume, model, state, frame, config)
-            else:
-                break
-            bar.update(1)
+                bar.update(1)
+            writer.wait()
+    finally:
+        writer.close()
     schema.update_attrs(out, _split_attrs(n_split))
     return out
 

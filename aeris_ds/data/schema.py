@@ -2,8 +2,10 @@
 
 Every store the training reader sees (real ERA5 ingested by ``ingest``, the embedded Held–Suarez
 dataset) follows this schema, so one reader serves both. Stores are written as zarr v3 with
-sharding: an inner chunk is one time, all levels and a small lat/lon block, so a rank reading only
-its spatial block touches only the inner chunks it needs, while a shard (several times × the whole
+sharding: an inner chunk is a block of times × all levels × a 32×32 lat/lon block (whole windows of
+8, 16 or 32 points), so a rank reading only its spatial block touches only the inner chunks it needs,
+while chunks of a few MiB keep a plain ``xr.open_zarr`` read (one dask task per inner chunk) within a
+few times the rate of reading a .npy file (tools/bench_store.py); a shard (time blocks × the whole
 field) keeps the file count small.
 """
 
@@ -60,11 +62,12 @@ _UNIT_ALIASES = {
     "1": {"1", "(0 - 1)", "0-1", "", "dimensionless", "~"},
 }
 
-_DEFAULT_INNER_CHUNKS = {"latitude": 8, "longitude": 16}
+_DEFAULT_INNER_CHUNKS = {"latitude": 32, "longitude": 32}
+_INNER_TARGET_BYTES = 8 * 2**20
 _SHARD_TARGET_BYTES = 64 * 2**20
-# zstd as zarr's default, then a crc32c of every inner chunk: a damaged byte fails the read instead of
-# decoding to finite garbage.
-CHUNK_COMPRESSORS = (zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec())
+# A crc32c of every inner chunk: a damaged byte fails the read instead of decoding to finite garbage. No
+# zstd: it saved ~11 % of the embedded data's bytes and halved the read rate.
+CHUNK_COMPRESSORS = (zarr.codecs.Crc32cCodec(),)
 
 
 def expected_dims(name: str) -> tuple[str, ...]:
@@ -147,15 +150,42 @@ def _validate_time(times: np.ndarray) -> None:
         raise ValueError(f"time gap(s) in a {step.astype('timedelta64[h]')} series: {shown}{more}")
 
 
+def _time_blocks(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: int | None) -> tuple[int, int]:
+    """(times per inner chunk, times per shard), the same for every variable so time blocks line up.
+
+    An inner chunk holds as many times as keep the largest variable's chunk within ~8 MiB (or
+    ``inner_chunks["time"]``); a shard is a whole number of them (``times_per_shard`` when given).
+    """
+    timed = [v for v in ds.data_vars.values() if "time" in v.dims]
+    if not timed:
+        return 1, 1
+    n_time = ds.sizes["time"]
+
+    def per_time(var: xr.DataArray, inner: bool) -> int:
+        sizes = [min(int(inner_chunks[d]), n) if inner and d in inner_chunks else n
+                 for d, n in var.sizes.items() if d != "time"]
+        return var.dtype.itemsize * math.prod(sizes)
+
+    chunk_bytes, shard_bytes = max(per_time(v, True) for v in timed), max(per_time(v, False) for v in timed)
+    t_chunk = int(inner_chunks.get("time", 0)) or max(1, _INNER_TARGET_BYTES // chunk_bytes)
+    if times_per_shard:
+        # The largest divisor of the shard not above the target.
+        t_chunk = max(d for d in range(1, min(t_chunk, times_per_shard) + 1) if times_per_shard % d == 0)
+        return t_chunk, times_per_shard
+    t_chunk = min(t_chunk, n_time)
+    return t_chunk, t_chunk * max(1, min(_SHARD_TARGET_BYTES // shard_bytes, n_time) // t_chunk)
+
+
 def _encoding(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: int | None) -> dict:
-    """Inner chunk = (1 time, all levels/members, lat/lon block); shard = several times × whole field."""
+    """Inner chunk = (time block, all levels/members, lat/lon block); shard = time blocks × whole field."""
+    t_chunk, t_shard = _time_blocks(ds, inner_chunks, times_per_shard)
     enc: dict[str, dict] = {}
     for name, var in ds.data_vars.items():
         chunks, shards = [], []
         for dim, size in zip(var.dims, var.shape, strict=True):
             if dim == "time":
-                chunks.append(1)
-                shards.append(None)
+                chunks.append(t_chunk)
+                shards.append(t_shard)
             elif dim in inner_chunks:
                 c = max(1, min(int(inner_chunks[dim]), size))
                 chunks.append(c)
@@ -163,11 +193,6 @@ def _encoding(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: 
             else:
                 chunks.append(size)
                 shards.append(size)
-        if "time" in var.dims:
-            per_time = var.dtype.itemsize * math.prod(s for s in shards if s is not None)
-            t_shard = times_per_shard or max(1, _SHARD_TARGET_BYTES // per_time)
-            t_shard = min(t_shard, var.sizes["time"]) if times_per_shard is None else t_shard
-            shards = [t_shard if s is None else s for s in shards]
         enc[str(name)] = {"chunks": tuple(chunks), "shards": tuple(shards), "compressors": CHUNK_COMPRESSORS}
     if "time" in ds.coords:
         # A fixed epoch so that appended times encode consistently.
@@ -188,8 +213,9 @@ def write_store(
 
     A new store is written beside ``path`` under a temporary name and renamed into place. With
     ``append=True`` and an existing store, ``ds`` is appended along time (its first time must follow
-    the store's last one; chunking comes from the store). ``times_per_shard`` defaults to what fits
-    ~64 MiB per shard of the largest variable. ``kind`` marks the store as that kind of output
+    the store's last one; chunking comes from the store). ``inner_chunks`` maps dims (``latitude``,
+    ``longitude``, optionally ``time``) to inner chunk sizes; ``times_per_shard`` defaults to what
+    fits ~64 MiB per shard of the largest variable. ``kind`` marks the store as that kind of output
     (:mod:`aeris_ds.outputs`); a new store then replaces an existing one of the same kind.
     """
     path = Path(path)

@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 from aeris_ds.config import load_config
+from aeris_ds.stage_times import StageTimes
+
+STAGES = ["install", "data", "stats", "train", "forecast", "score"]
 
 
 def _port() -> str:
@@ -73,25 +76,39 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     store, run = Path(args.store), Path(args.run)
 
-    from aeris_ds.data.embedded import ensure_store
+    from aeris_ds.data import embedded
 
+    times = StageTimes(run / "timings.json", STAGES)
     print(f"[1/4] data: {store}", flush=True)
-    ensure_store(store, cfg)
+    if embedded.is_ready(store):
+        times.skip("data")
+        times.skip("stats")
+    else:
+        with times("data"):
+            embedded.generate_store(store)
+        with times("stats"):
+            embedded.write_stats(store, cfg)
 
     weights = run / "weights.pt"
     print(f"[2/4] train {cfg.name} on {args.nproc} ranks ({cfg.layout.as_layout()}), ≤ {args.minutes} min", flush=True)
-    if not weights.exists():
-        _launch(args.nproc, "aeris_ds.train", ["--config", args.config, "--store", str(store), "--out", str(run),
-                                               "--max-minutes", str(args.minutes)], args.launcher)
+    if weights.exists():
+        times.skip("train")
+    else:
+        with times("train"):
+            _launch(args.nproc, "aeris_ds.train", ["--config", args.config, "--store", str(store), "--out",
+                                                   str(run), "--max-minutes", str(args.minutes)], args.launcher)
     loss_png = plot_loss(run / "metrics.jsonl", run / "loss.png")
 
     forecast = run / "forecast.zarr"
     print(f"[3/4] forecast: {args.members} members × {args.init_times} init times, lead {args.lead}", flush=True)
     done = run / "forecast.done"
-    if not done.exists():
-        _launch(args.nproc, "aeris_ds.forecast.driver",
-                ["--weights", str(weights), "--store", str(store), "--out", str(forecast), "--members",
-                 str(args.members), "--init-times", args.init_times, "--lead", args.lead], "torchrun")
+    if done.exists():
+        times.skip("forecast")
+    else:
+        with times("forecast"):
+            _launch(args.nproc, "aeris_ds.forecast.driver",
+                    ["--weights", str(weights), "--store", str(store), "--out", str(forecast), "--members",
+                     str(args.members), "--init-times", args.init_times, "--lead", args.lead], "torchrun")
         done.write_text("ok")
 
     print("[4/4] scores", flush=True)
@@ -100,10 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     from aeris_ds.evaluate.cli import main as evaluate
 
     train = open_store(store).attrs["split_train"]
-    evaluate([str(forecast), "--truth", str(store), "--out", str(scores), "--climatology-from", train,
-              "--overwrite"])
+    with times("score"):
+        evaluate([str(forecast), "--truth", str(store), "--out", str(scores), "--climatology-from", train,
+                  "--overwrite"])
     print(f"\nloss curve: {loss_png}\nforecast:   {forecast}\nscorecard:  {scores}/scorecard.txt\n"
-          f"plots:      {scores}/*.png")
+          f"plots:      {scores}/*.png\ntimings:    {times.write()}\n\n{times.table()}")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def test_block_reads_fetch_only_the_rank_share(stores, stats, chunking):
     ex.example(SAMPLE + 1, 0)
     assert store.index_bytes == 0 and len(store.chunks) == len(full)
     assert len(full) == n_vars * time_blocks * (LAT // chunk[0]) * (LON // chunk[1])
-    # Uncompressed chunks: each read is a whole time block of its lat/lon block, all levels of it.
+    # Uncompressed chunks (+ a 4-byte crc32c): each read is a whole time block of its lat/lon block, all levels.
     levels = len(source.ds["level"])
-    want = {TIME_BLOCK * 4 * chunk[0] * chunk[1] * k for k in (1, levels)}
+    want = {TIME_BLOCK * 4 * chunk[0] * chunk[1] * k + 4 for k in (1, levels)}
     assert set(full.values()) == want
     for wp, sp in LAYOUTS[1:]:
         examples = _rank_examples(stores[chunking], stats, wp, sp)

@@ -129,7 +129,9 @@ def test_data_valid_one_flipped_byte_is_detected_and_verify_lists_it(tmp_path, b
     assert out.splitlines() == [
         "bad chunk: geopotential at 2000-01-01T00:00..2000-01-02T18:00: geopotential/c/0/0/0/0: file missing "
         "(reads as NaN)",
-        "bad chunk: temperature at 2000-01-01T00:00: temperature/c/0/0/0/0: crc32c checksum mismatch (damaged bytes)"]
+        # An inner chunk holds a block of times (here all 8): the damaged chunk spans them.
+        "bad chunk: temperature at 2000-01-01T00:00..2000-01-02T18:00: temperature/c/0/0/0/0: crc32c checksum "
+        "mismatch (damaged bytes)"]
     assert err.strip().endswith("2 bad chunk(s) in 2 of 12 files (listed above)")
 
 

@@ -7,16 +7,9 @@ from pathlib import Path
 import torch.distributed as dist
 
 from aeris_ds.config import ExperimentConfig
+from aeris_ds.data.heldsuarez import YEARS
 
 DEFAULT_STORE = Path("data/heldsuarez.zarr")
-
-
-# Years of (train, valid, test). Train: the demo's training sees ~4000–8000 samples, 1.4–2.7 passes over two
-# years' 2920 (one year was enough for a deterministic model of the same size, DESIGN §5; a second halves
-# the repeats and the noise of the by-day-of-year climatology). Valid: nothing in the job uses it, a month
-# keeps the split for users. Test: 20 initial times with 10-day leads ~13 days apart (beyond the ~10-day
-# decorrelation of z500), or a 90-day rollout. 2.85 years + spin-up: 39 chunks of 30 days instead of 65.
-YEARS = (2.0, 0.1, 0.75)
 
 
 def generate_store(path: Path, years: tuple[float, float, float] = YEARS) -> Path:

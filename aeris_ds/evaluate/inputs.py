@@ -125,7 +125,8 @@ def _check_times(forecast: xr.Dataset, truth: xr.Dataset, truth_path) -> None:
 def load_inputs(forecast_path: str | Path, truth_path: str | Path, variables: list[str] | None = None,
                 levels: list[float] | None = None, partial: bool = False) -> Inputs:
     """Open and check the forecast and truth stores (lazily: nothing is loaded but coordinates)."""
-    forecast = _member_dim(_open(forecast_path, "forecast", xr.open_zarr), forecast_path)
+    # Lazy without dask: a dask task per (init, lead, member) chunk costs more than reading it.
+    forecast = _member_dim(_open(forecast_path, "forecast", lambda p: xr.open_zarr(p, chunks=None)), forecast_path)
     truth = _open(truth_path, "truth", open_store)
     fields = sorted(str(v) for v in forecast.data_vars if LEAD in forecast[v].dims)
     variables = list(variables) if variables else fields

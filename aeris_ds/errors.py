@@ -28,6 +28,11 @@ class UserError(Exception):
 
     every_rank = True
 
+    def __init__(self, *args: object, every_rank: bool | None = None):
+        super().__init__(*args)
+        if every_rank is not None:
+            self.every_rank = every_rank
+
 
 class ConfigError(UserError, ValueError):
     """The experiment YAML, the DeepSpeed JSON or a command-line setting is wrong."""
@@ -55,6 +60,9 @@ class MissingPathError(UserError, FileNotFoundError):
     """A path the command needs does not exist."""
 
 
+EXIT_USER_ERROR = 2  # launchers (torchrun, deepspeed) report it as the child's exit code
+
+
 def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     """(debug?, argv without ``--debug``): the flag is accepted by every command."""
     debug = "--debug" in argv or os.environ.get("AERIS_DEBUG", "") not in ("", "0")
@@ -68,17 +76,33 @@ def _rank() -> int:
     return 0
 
 
-def report(err: BaseException, log: Path | None = None) -> None:
-    """Print ``error: …`` once per job; the traceback goes to ``log`` when given."""
-    if log is not None:
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as f:
-                traceback.print_exception(err, file=f)
-        except OSError:
-            pass
+_log: Path | None = None
+
+
+def log_to(path: str | Path) -> None:
+    """Send the tracebacks of this process's failures to ``path`` (a command's run folder knows where)."""
+    global _log
+    _log = Path(path)
+
+
+def _write_log(err: BaseException) -> Path | None:
+    if _log is None:
+        return None
+    try:
+        _log.parent.mkdir(parents=True, exist_ok=True)
+        with open(_log, "a") as f:
+            f.write(f"--- rank {_rank()}, pid {os.getpid()}\n")
+            traceback.print_exception(err, file=f)
+    except OSError:
+        return None
+    return _log
+
+
+def report(err: BaseException) -> None:
+    """Print ``error: …`` once per job; its traceback goes to the log file when one is set."""
     every_rank = getattr(err, "every_rank", True)
     if _rank() == 0 or not every_rank:
+        _write_log(err)
         prefix = "" if _rank() == 0 else f"[rank {_rank()}] "
         message = str(err).strip() or type(err).__name__
         print(f"{prefix}error: {message}", file=sys.stderr, flush=True)
@@ -94,7 +118,7 @@ def run_command(main: Callable[[list[str]], object], argv: list[str] | None = No
         if debug:
             raise
         report(err)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if debug:
             raise
@@ -102,4 +126,7 @@ def run_command(main: Callable[[list[str]], object], argv: list[str] | None = No
             print("interrupted: outputs that were not complete were left as temporary files or not written",
                   file=sys.stderr, flush=True)
         return 130
+    except Exception as err:  # a bug: its traceback stays on the console, and goes to the log too
+        _write_log(err)
+        raise
     return int(result) if isinstance(result, int) else 0

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import deepspeed
+import numpy as np
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
@@ -27,6 +28,7 @@ from aeris_ds.data.examples import MicroBatches, TrainingExamples, micro_batch_l
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
 from aeris_ds.ema import EMA
+from aeris_ds.errors import ConfigError, DataError, log_to, run_command
 from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
@@ -42,7 +44,7 @@ def weighted_mse(pred: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor]) 
     return (weight * (pred.float() - target) ** 2).sum()
 
 
-def batch_sizes(ds_config: dict, replica: int, dp: int) -> tuple[int, int]:
+def batch_sizes(ds_config: dict, replica: int, dp: int, source: str = "DeepSpeed config") -> tuple[int, int]:
     """(micro, accumulation) in distinct samples per DP rank; sets DeepSpeed's own train_batch_size.
 
     DeepSpeed counts micro × accumulation × (DP·WP·SP) because its data axis holds the WP and SP ranks
@@ -52,7 +54,7 @@ def batch_sizes(ds_config: dict, replica: int, dp: int) -> tuple[int, int]:
     acc = int(ds_config.get("gradient_accumulation_steps", 1))
     given = ds_config.get("train_batch_size")
     if given is not None and given != micro * acc * dp:
-        raise ValueError(f"train_batch_size={given} must equal micro {micro} × accumulation {acc} × DP {dp} "
+        raise ConfigError(f"{source}: train_batch_size={given} must equal micro {micro} × accumulation {acc} × DP {dp} "
                          "(distinct samples; WP and SP ranks share samples)")
     ds_config["train_batch_size"] = micro * acc * replica
     return micro, acc
@@ -61,11 +63,11 @@ def batch_sizes(ds_config: dict, replica: int, dp: int) -> tuple[int, int]:
 def check_engine(cfg: ExperimentConfig, ds_config: dict, pipeline: bool) -> None:
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     if pipeline and stage > 1:
-        raise ValueError(f"ZeRO stage {stage} cannot run with DeepSpeed's pipeline engine (PP={cfg.layout.pp}); "
-                         "use ZeRO-0/1 with PP, or PP=1 for ZeRO-2/3")
+        raise ConfigError(f"{cfg.train.ds_config}: ZeRO stage {stage} cannot run with DeepSpeed's pipeline engine "
+                          f"(PP={cfg.layout.pp}); use ZeRO-0/1 with PP, or PP=1 for ZeRO-2/3")
     if pipeline and stage == 0 and ds_config.get("gradient_clipping", 0) > 0:
-        raise ValueError("gradient clipping with the pipeline engine needs ZeRO-1: under ZeRO-0 DeepSpeed "
-                         "takes the gradient norm of stage 0 only")
+        raise ConfigError(f"{cfg.train.ds_config}: gradient clipping with the pipeline engine needs ZeRO-1: "
+                          "under ZeRO-0 DeepSpeed takes the gradient norm of stage 0 only")
 
 
 def resolve_store(cfg: ExperimentConfig) -> Path:
@@ -83,7 +85,7 @@ def signature(cfg: ExperimentConfig) -> dict:
             "grid": [cfg.grid.lat, cfg.grid.lon], "layout": str(cfg.layout.as_layout())}
 
 
-def setup(cfg: ExperimentConfig, ds_config: dict):
+def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None):
     """Everything before the first step: distributed init, layout, data, model, engine."""
     ensure_dist_env()
     deepspeed.init_distributed(verbose=False)
@@ -97,13 +99,13 @@ def setup(cfg: ExperimentConfig, ds_config: dict):
 
     store = resolve_store(cfg)
     source = WeatherSource(store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
-    stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
+    stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, config_ref or cfg.name)
 
     routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)
     position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)
     model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
                         weighted_mse, cfg.train.seed)
-    micro, acc = batch_sizes(ds_config, layout.replica, layout.dp)
+    micro, acc = batch_sizes(ds_config, layout.replica, layout.dp, cfg.train.ds_config)
     # DeepSpeed keeps the last pipeline engine's grid as a global; a later engine in the same process
     # (sweeps, tests) must not inherit it.
     deepspeed.utils.groups.mpu = None
@@ -154,11 +156,14 @@ def device_peak(dtype: torch.dtype) -> float:
     return float("nan")
 
 
-def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
-    """Train for cfg.train.steps (resuming from the last complete checkpoint); returns a summary."""
-    engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config)
+def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -> dict:
+    """Train for cfg.train.steps (resuming from the last complete checkpoint); returns a summary.
+
+    ``config_ref``: the preset name or YAML path the config came from, for hints in error messages."""
     out = Path(cfg.train.out_dir)
     ckpt_dir = out / "checkpoints"
+    checkpoint.ensure_writable(ckpt_dir)
+    engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
     ema = EMA(engine.module, cfg.train.ema_decay)
     sig = signature(cfg)
     start = checkpoint.load(ckpt_dir, engine, ema, sig)
@@ -167,37 +172,39 @@ def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
     reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()
     loader = iter(micro_batch_loader(batches, start * acc, cfg.data.workers)) if reads else None
     rank0 = dist.get_rank() == 0
-    logger = RunLogger(out, cfg, enabled=rank0)
+    logger = RunLogger(out, cfg, enabled=rank0, start=start)
     bar = tqdm(total=cfg.train.steps, initial=start, desc="train", disable=not rank0, dynamic_ncols=True)
     flops_per_step = step_flops(cfg) * global_batch / dist.get_world_size()  # per device
     peak = device_peak(torch.bfloat16 if engine.bfloat16_enabled() else torch.float32)
     started, step, history = time.time(), start, []
     deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
-    while step < cfg.train.steps:
-        reset_byte_counters()
-        tick = time.time()
-        loss, norm = train_step(engine, loader, pipeline, ps.replica_group)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}: stopping before the weights are saved")
-        ema.update()
-        step += 1
-        seconds = time.time() - tick
-        record = {"step": step, "loss": loss, "grad_norm": norm, "lr": engine.get_lr()[0],
-                  "step_s": seconds, "samples_per_s": global_batch / seconds,
-                  "tflops_per_device": flops_per_step / seconds / 1e12, "mfu": flops_per_step / seconds / peak,
-                  **{f"bytes_{axis}": int(n) for axis, n in BYTES_SENT.items()}}
-        logger.log(record)
-        history.append(record)
-        bar.update()
-        bar.set_postfix(loss=f"{loss:.4f}")
-        every = cfg.train.checkpoint_every
-        out_of_time = _agree(time.time() > deadline)
-        if (every and step % every == 0) or step == cfg.train.steps or out_of_time:
-            checkpoint.save(ckpt_dir, engine, ema, step, sig)
-        if out_of_time:
-            break
-    bar.close()
-    logger.close()
+    try:  # the progress bar ends its line before an error is printed
+        while step < cfg.train.steps:
+            reset_byte_counters()
+            tick = time.time()
+            loss, norm = train_step(engine, loader, pipeline, ps.replica_group)
+            if not math.isfinite(loss):
+                raise DataError(non_finite_message(loss, step, batches), every_rank=True)
+            ema.update()
+            step += 1
+            seconds = time.time() - tick
+            record = {"step": step, "loss": loss, "grad_norm": norm, "lr": engine.get_lr()[0],
+                      "step_s": seconds, "samples_per_s": global_batch / seconds,
+                      "tflops_per_device": flops_per_step / seconds / 1e12, "mfu": flops_per_step / seconds / peak,
+                      **{f"bytes_{axis}": int(n) for axis, n in BYTES_SENT.items()}}
+            logger.log(record)
+            history.append(record)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}")
+            every = cfg.train.checkpoint_every
+            out_of_time = _agree(time.time() > deadline)
+            if (every and step % every == 0) or step == cfg.train.steps or out_of_time:
+                checkpoint.save(ckpt_dir, engine, ema, step, sig)
+            if out_of_time:
+                break
+    finally:
+        bar.close()
+        logger.close()
     weights = gather_weights(engine.module, ema, ps)
     summary = {"steps": step, "history": history, "wall_s": time.time() - started,
                "checkpoint": str(ckpt_dir), "weights": str(out / "weights.pt")}
@@ -207,6 +214,17 @@ def run(cfg: ExperimentConfig, ds_config: dict) -> dict:
     return summary
 
 
+def non_finite_message(loss: float, step: int, batches: MicroBatches) -> str:
+    """Name the step (as metrics.jsonl counts it) and the samples it read, with their times and store."""
+    source = batches.ex.source
+    samples = batches.step_samples(step)
+    times = np.datetime_as_string(source.times[[source.time_index(s) for s in samples]], unit="m")
+    listed = ", ".join(f"{s} ({t})" for s, t in zip(samples, times, strict=True))
+    return (f"loss is {loss} at step {step + 1}, which read samples {listed} of {source.path} "
+            f"(initial times; each target is {batches.ex.cfg.data.lead_hours} h later): "
+            "stopping before the weights are saved")
+
+
 def _agree(flag: bool) -> bool:
     """Every rank must take the same branch at a checkpoint: rank 0's clock decides."""
     t = torch.tensor([float(flag)])
@@ -214,16 +232,36 @@ def _agree(flag: bool) -> bool:
     return bool(t.item())
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to the resumed ``step``: the steps after it are about to run again.
+
+    Rewritten by atomic rename; a line cut short by a crash is dropped too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
 class RunLogger:
     """Metrics to a JSONL file and to wandb (offline by default: no network needed)."""
 
-    def __init__(self, out: Path, cfg: ExperimentConfig, enabled: bool):
+    def __init__(self, out: Path, cfg: ExperimentConfig, enabled: bool, start: int = 0):
         self.enabled = enabled
         self.wandb = None
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.file = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole run
+        path = out / "metrics.jsonl"
+        truncate_metrics(path, start)
+        self.file = open(path, "a")  # noqa: SIM115 - kept open for the whole run
         if cfg.train.wandb_mode != "disabled":
             import wandb
 
@@ -278,14 +316,15 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, overrides_from(args))
+    log_to(Path(cfg.train.out_dir) / "error.log")
     ds_config = load_ds_config(cfg.train.ds_config)
     get_accelerator()  # resolve the accelerator (CPU, CUDA, XPU) before DeepSpeed initialises
     try:
-        run(cfg, ds_config)
+        run(cfg, ds_config, args.config)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # under torchrun / the deepspeed launcher: one line per user error, exit code 2
+    raise SystemExit(run_command(main))

@@ -1,5 +1,6 @@
 """Exact resume: a run SIGKILLed mid-training and restarted gives bit-identical fp32 losses, a save cut
-short never replaces the last complete checkpoint, and a checkpoint of another model shape is refused."""
+short never replaces the last complete checkpoint, a damaged latest checkpoint falls back to the previous
+one, metrics.jsonl holds each step once, and a checkpoint of another model shape is refused."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from aeris_ds.checkpoint import LATEST, latest_tag
@@ -49,8 +51,10 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def _final_losses(out: Path) -> dict[int, float]:
-    """The last logged loss of each step (a resumed run logs again the steps after its checkpoint)."""
+def _losses(out: Path) -> dict[int, float]:
+    """The loss of each step, checking that every step is logged once (a resume drops the redone ones)."""
+    steps = [r["step"] for r in _records(out)]
+    assert steps == sorted(set(steps)), f"steps logged twice or out of order: {steps}"
     return {r["step"]: r["loss"] for r in _records(out)}
 
 
@@ -95,7 +99,7 @@ def _fake_interrupted_save(ckpt: Path) -> None:
 def test_resume_after_sigkill_is_bit_identical(uninterrupted, tiny_store):
     config, tmp = uninterrupted
     out = tmp / "killed"
-    logged = _kill_after(config, tiny_store, out, step=3)
+    _kill_after(config, tiny_store, out, step=3)
     ckpt = out / "checkpoints"
     tag = latest_tag(ckpt)
     assert tag is not None and (ckpt / tag / "COMPLETE").exists()
@@ -103,11 +107,30 @@ def test_resume_after_sigkill_is_bit_identical(uninterrupted, tiny_store):
 
     resumed = _train(config, tiny_store, out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    first = _records(out)[logged]["step"]
-    assert first == int(tag.removeprefix("step")) + 1, "the run must continue from the last complete checkpoint"
-    want = _final_losses(tmp / "straight")
+    want = _losses(tmp / "straight")
     assert sorted(want) == list(range(1, STEPS + 1))
-    assert _final_losses(out) == want  # bit-identical fp32
+    assert _losses(out) == want  # bit-identical fp32, each step once
+
+
+def test_damaged_latest_checkpoint_resumes_from_previous(uninterrupted, tiny_store):
+    config, tmp = uninterrupted
+    out = tmp / "damaged"
+    shutil.copytree(tmp / "straight", out)
+    ckpt = out / "checkpoints"
+    latest, previous = f"step{STEPS:08d}", f"step{STEPS - EVERY:08d}"
+    assert latest_tag(ckpt) == latest and (ckpt / previous / "COMPLETE").exists()
+    (ckpt / latest / "aeris_rank0.pt").unlink()  # one rank's file of the latest checkpoint is lost
+
+    resumed = _train(config, tiny_store, out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {previous}; skipped {latest} (aeris_rank0.pt missing)" in resumed.stderr
+    assert _losses(out) == _losses(tmp / "straight")  # steps redone from the previous one, bit-identical
+    got = torch.load(out / "weights.pt", weights_only=False)
+    want = torch.load(tmp / "straight" / "weights.pt", weights_only=False)
+    for kind in ("params", "ema"):
+        assert got[kind].keys() == want[kind].keys()
+        for name, value in want[kind].items():
+            assert torch.equal(got[kind][name], value), (kind, name)
 
 
 def test_resume_refuses_checkpoint_of_another_model_shape(uninterrupted, tiny_store):
@@ -117,7 +140,8 @@ def test_resume_refuses_checkpoint_of_another_model_shape(uninterrupted, tiny_st
     before = len(_records(out))
     wider = _write_config(tmp / "wider.yaml", tiny_store, dim=64)
     run = _train(wider, tiny_store, out)
-    assert run.returncode != 0
-    assert "ValueError" in run.stderr and "another model" in run.stderr, run.stderr[-3000:]
+    assert run.returncode == 2
+    assert "error: checkpoint" in run.stderr and "another model" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
     assert "'dim': 32" in run.stderr and "'dim': 64" in run.stderr, "the error must name the mismatch"
     assert len(_records(out)) == before, "no step may run before the mismatch is reported"

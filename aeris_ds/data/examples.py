@@ -114,6 +114,12 @@ class MicroBatches(torch.utils.data.Dataset):
         n = self.ex.source.n_samples
         return [(int(self._order(p // n)[p % n]), p // n) for p in range(base, base + self.micro)]
 
+    def step_samples(self, step: int) -> list[int]:
+        """The samples of optimizer step ``step`` (0-based) over every DP rank: to name them in errors."""
+        global_batch = self.micro * self.acc * self.dp
+        n = self.ex.source.n_samples
+        return [int(self._order(p // n)[p % n]) for p in range(step * global_batch, (step + 1) * global_batch)]
+
     def __getitem__(self, k: int):
         xs, ts, vs = zip(*(self.ex.example(s, e) for s, e in self.samples(k)))
         x = torch.from_numpy(np.stack(xs)).to(self.dtype)

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aeris_ds.data.source import WeatherSource
+from aeris_ds.errors import DataError, MissingPathError
 from aeris_ds.outputs import writing
 
 KIND = "stats"
@@ -70,7 +71,7 @@ def compute_stats(source: WeatherSource, progress: bool = True) -> Stats:
     w_lat = w_lat / (w_lat.sum() * len(cols))  # the weights of one field sum to 1
     n, lead = source.n_samples, source.lead_steps
     if not n:
-        raise ValueError(f"no samples in the training split of {source.path}")
+        raise DataError(f"no samples in the training split of {source.path}", every_rank=True)
     start = source.time_index(0)
     stop = start + n + lead  # states are [start, start + n), targets lead steps later
     state, tendency = _Moments(w_lat), _Moments(w_lat)
@@ -91,7 +92,7 @@ def compute_stats(source: WeatherSource, progress: bool = True) -> Stats:
     tend = np.sqrt(tendency.s2 / n)
     for name, value in (("std", std), ("tendency std", tend)):
         if (value <= 0).any():
-            raise ValueError(f"{name} is zero for {source.cfg.channel_names[int(np.argmin(value))]}")
+            raise DataError(f"{name} is zero for {source.cfg.channel_names[int(np.argmin(value))]} in {source.path}")
     return Stats(source.cfg.channel_names, source.cfg.lead_hours, mean.tolist(), std.tolist(), tend.tolist(), int(n))
 
 
@@ -103,15 +104,22 @@ def save_stats(stats: Stats, store: str | Path) -> Path:
     return path
 
 
-def load_stats(store: str | Path, channels: list[str], lead_hours: int) -> Stats:
-    """Stats for exactly these channels and lead; a clear error when missing or made for something else."""
+def load_stats(store: str | Path, channels: list[str], lead_hours: int, config: str = "small") -> Stats:
+    """Stats for exactly these channels and lead; a clear error when missing or made for something else.
+
+    ``config``: the preset or YAML the command runs with, named in the hint that recomputes the stats."""
     path = stats_path(store)
+    remedy = f"`aeris-ds data stats --store {store} --config {config}`"
     if not path.exists():
-        raise FileNotFoundError(f"normalization stats {path} missing: run `aeris-ds data stats --store {store}`")
-    stats = Stats(**json.loads(path.read_text()))
+        raise MissingPathError(f"normalization stats {path} missing: run {remedy}")
+    try:
+        stats = Stats(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:  # truncated JSON, or fields of another version
+        raise DataError(f"normalization stats {path} are unreadable ({err}): recompute with {remedy}",
+                        every_rank=True) from None
     if stats.channels != channels or stats.lead_hours != lead_hours:
-        raise ValueError(
+        raise DataError(
             f"stats {path} were made for channels {stats.channels} at lead {stats.lead_hours} h, "
-            f"the config asks for {channels} at {lead_hours} h: recompute with `aeris-ds data stats`"
+            f"the config asks for {channels} at {lead_hours} h: recompute with {remedy}", every_rank=True
         )
     return stats

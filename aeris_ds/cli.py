@@ -42,9 +42,21 @@ def info(argv: list[str]) -> None:
     print(describe(load_config(args.config, over)))
 
 
+DATA_USAGE = """usage: aeris-ds data {heldsuarez,stats,verify} ...
+
+    aeris-ds data heldsuarez --out PATH              generate the embedded Held–Suarez dataset
+    aeris-ds data stats --store PATH --config NAME   normalization statistics of the training split
+    aeris-ds data verify STORE                       read every chunk, naming each damaged one
+
+`aeris-ds data SUBCOMMAND --help` lists each one's options."""
+
+
 def data(argv: list[str]) -> None:
+    if argv and argv[0] in ("-h", "--help"):
+        print(DATA_USAGE)
+        return
     if not argv or argv[0] not in ("heldsuarez", "stats", "verify"):
-        raise SystemExit("usage: aeris-ds data {heldsuarez,stats,verify} ...")
+        raise SystemExit(DATA_USAGE)
     if argv[0] == "heldsuarez":
         from aeris_ds.data import heldsuarez
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from aeris_ds.config import load_config
+from aeris_ds.errors import run_command
 from aeris_ds.stage_times import StageTimes
 
 STAGES = ["install", "data", "stats", "train", "forecast", "score"]
@@ -38,7 +39,9 @@ def _launch(nproc: int, module: str, args: list[str], launcher: str) -> None:
         cmd = [str(bindir / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", _port(),
                "-m", module, *args]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True)
+    code = subprocess.run(cmd, env=env, check=False).returncode
+    if code:  # the stage printed its own error line; no traceback of ours on top of it
+        raise SystemExit(code)
 
 
 def plot_loss(metrics: Path, out: Path) -> Path:
@@ -125,4 +128,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

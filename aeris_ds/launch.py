@@ -132,8 +132,9 @@ def render(args: argparse.Namespace) -> Plan:
     else:
         rank_env = "RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID"
         bind = f"--cpu-bind=mask_cpu:{LUMI_CPU_MASKS}" if args.target == "lumi" else "--cpu-bind=cores"
-        launch = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node), "--gpus-per-node",
-                  str(per_node), bind, "--export=ALL"]
+        # --kill-on-bad-exit: a rank that stops on an error ends the job instead of leaving the others waiting.
+        launch = ["srun", "--kill-on-bad-exit=1", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
+                  "--gpus-per-node", str(per_node), bind, "--export=ALL"]
     # The launcher gives each process its rank in its own variables; DeepSpeed reads RANK/LOCAL_RANK.
     cmd = [*launch, "bash", "-c", f'export {rank_env}; exec "$@"', "_", py, *train_args(args)]
     return Plan(args.target, nodes, per_node, layout, cmd, env, hosts)

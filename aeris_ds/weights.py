@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from aeris_ds.ema import EMA
+from aeris_ds.errors import CheckpointError, MissingPathError
 from aeris_ds.parallel.state import ParallelState
 
 
@@ -49,14 +50,29 @@ def save_weights(weights: dict, path: str | Path, meta: dict) -> Path:
     return path
 
 
-def load_into(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_weights(path: str | Path) -> dict:
+    """A weights file written by save_weights, with a named error when it is missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(f"weights file {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a truncated or foreign file
+        raise CheckpointError(f"weights file {path} is damaged or not a torch file ({err})") from None
+    if not isinstance(saved, dict) or not {"params", "ema", "meta"} <= set(saved):
+        raise CheckpointError(f"{path} is not a weights file of aeris-ds train (needs params, ema and meta)")
+    return saved
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "weights file") -> None:
     """Load canonical-named weights into a sequential or pipeline module (its own stage's part)."""
     own = {canonical(n): p for n, p in module.named_parameters()}
     missing = [n for n in own if n not in state]
     if missing:
-        raise KeyError(f"weights file lacks {missing[:5]}{'…' if len(missing) > 5 else ''}")
+        raise CheckpointError(f"{source} lacks {missing[:5]}{'…' if len(missing) > 5 else ''}")
     with torch.no_grad():
         for name, p in own.items():
             if p.shape != state[name].shape:
-                raise ValueError(f"{name}: weights file has shape {tuple(state[name].shape)}, model {tuple(p.shape)}")
+                raise CheckpointError(f"{name}: {source} has shape {tuple(state[name].shape)}, "
+                                      f"model {tuple(p.shape)}")
             p.copy_(state[name])

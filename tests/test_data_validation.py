@@ -36,20 +36,21 @@ def _write(tmp_path, ds: xr.Dataset, name: str = "bad.zarr"):
 
 def test_data_valid_missing_variable(tmp_path, base):
     path = _write(tmp_path, base.drop_vars("temperature"))
-    with pytest.raises(KeyError, match=r"'temperature' is missing from .*bad\.zarr"):
+    with pytest.raises(DataError, match=r"'temperature' is missing from .*bad\.zarr"):
         WeatherSource(path, CFG.data)
 
 
 def test_data_valid_missing_level(tmp_path, base):
     path = _write(tmp_path, base.sel(level=[500]))
-    with pytest.raises(KeyError, match=r"levels \[850\] hPa missing"):
+    with pytest.raises(DataError, match=r"levels \[850\] hPa missing"):
         WeatherSource(path, CFG.data)
 
 
 def test_data_valid_wrong_dims(tmp_path, base):
     path = _write(tmp_path, base.assign(temperature=base["temperature"].transpose("level", "time", "latitude",
                                                                                    "longitude")))
-    with pytest.raises(ValueError, match=r"temperature has dims \('level', 'time', 'latitude', 'longitude'\)"):
+    with pytest.raises(DataError, match=r"temperature in .*bad\.zarr has dims "
+                                        r"\('level', 'time', 'latitude', 'longitude'\)"):
         WeatherSource(path, CFG.data)
 
 
@@ -156,8 +157,9 @@ def test_data_valid_missing_chunk_reads_as_nan_and_says_so(tmp_path, base):
 
 def test_data_valid_stats_missing_or_made_for_other_channels_or_lead(tmp_path, base):
     path = _write(tmp_path, base)
-    with pytest.raises(FileNotFoundError, match=r"normalization stats .*bad\.stats\.json missing"):
-        load_stats(path, CFG.data.channel_names, CFG.data.lead_hours)
+    with pytest.raises(FileNotFoundError, match=r"normalization stats .*bad\.stats\.json missing: run "
+                                                r"`aeris-ds data stats --store .*bad\.zarr --config tiny`"):
+        load_stats(path, CFG.data.channel_names, CFG.data.lead_hours, "tiny")
     save_stats(compute_stats(WeatherSource(path, CFG.data, "train"), progress=False), path)
     load_stats(path, CFG.data.channel_names, CFG.data.lead_hours)
     other = CFG.data.channel_names[:-1] + ["sea_surface_temperature"]
@@ -169,5 +171,23 @@ def test_data_valid_stats_missing_or_made_for_other_channels_or_lead(tmp_path, b
 
 
 def test_data_valid_missing_split(tiny_store):
-    with pytest.raises(KeyError, match=r"no split 'holdout'"):
+    with pytest.raises(DataError, match=r"no split 'holdout'"):
         WeatherSource(tiny_store, CFG.data, "holdout")
+
+
+def test_data_valid_truncated_stats_name_the_file(tmp_path, base):
+    path = _write(tmp_path, base)
+    stats = save_stats(compute_stats(WeatherSource(path, CFG.data, "train"), progress=False), path)
+    stats.write_text(stats.read_text()[:40])  # cut short, as by a full disk
+    with pytest.raises(DataError, match=r"normalization stats .*bad\.stats\.json are unreadable .* recompute "
+                                        r"with `aeris-ds data stats --store .*bad\.zarr --config small --overwrite`"):
+        load_stats(path, CFG.data.channel_names, CFG.data.lead_hours)
+
+
+def test_data_valid_statics_missing_while_the_config_uses_them(tmp_path, base):
+    path = _write(tmp_path, base.drop_vars("land_sea_mask"))
+    with pytest.raises(DataError, match=r"land_sea_mask missing from .*bad\.zarr, and data\.forcings uses "
+                                        r"`statics`"):
+        WeatherSource(path, CFG.data, "train")
+    no_statics = CFG.data.model_copy(update={"forcings": ["time"]})
+    WeatherSource(path, no_statics, "train")  # a config without statics does not need them

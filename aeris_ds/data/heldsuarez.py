@@ -425,3 +425,9 @@ def main(argv: list[str] | None = None) -> None:
                     spinup_days=a.spinup_days, seed=a.seed, resolution=a.resolution,
                     progress=not a.no_progress, chunk_days=a.chunk_days)
     print(path)
+
+
+if __name__ == "__main__":
+    from aeris_ds.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -214,3 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles,
                  times_per_shard=a.times_per_shard, overwrite=a.overwrite))
+
+
+if __name__ == "__main__":
+    from aeris_ds.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from aeris_ds.config import DataConfig
 from aeris_ds.data.grid_adapt import adapt_grid
-from aeris_ds.data.schema import open_store
+from aeris_ds.data.schema import STATIC, open_store
 from aeris_ds.data.splits import split_slice, split_spec
-from aeris_ds.errors import DataError
+from aeris_ds.errors import DataError, MissingPathError
 
 # Bytes of one streamed block of a rank's channels (statistics, preload): whole inner chunks along time
 # up to this, so that a block reads each chunk once without holding much of the split.
@@ -95,7 +95,7 @@ def open_dataset(path: str | Path, store: zarr.abc.store.Store | None = None) ->
     """
     path = Path(path)
     if store is None and not path.exists():
-        raise FileNotFoundError(f"data store {path} does not exist")
+        raise MissingPathError(f"data store {path} does not exist")
     return open_store(path if store is None else store, chunks=None)
 
 
@@ -115,10 +115,11 @@ class WeatherSource:
             self.grid = adapt_grid(self.ds["latitude"].values, self.ds["longitude"].values, data.grid_adapt,
                                    None if grid is None else grid[0])
         except ValueError as err:
-            raise ValueError(f"grid of {self.path}: {err}") from None
+            raise DataError(f"grid of {self.path}: {err}", every_rank=True) from None
         if grid is not None and self.grid.shape != tuple(grid):
-            raise ValueError(f"{self.grid.description} with data.grid_adapt {data.grid_adapt}, but the config grid "
-                             f"is {grid[0]}×{grid[1]} ({self.path}): set grid.lat/lon or data.grid_adapt")
+            raise DataError(f"{self.grid.description} with data.grid_adapt {data.grid_adapt}, but the config grid "
+                            f"is {grid[0]}×{grid[1]} ({self.path}): set grid.lat/lon or data.grid_adapt",
+                            every_rank=True)
         # Samples are read through the zarr arrays: xarray's lazy indexing costs ~1.7× the raw read per call.
         base = zarr.storage.LocalStore(path, read_only=True) if store is None else store
         self._group = group = zarr.open_group(ShardIndexCache(base), mode="r")
@@ -128,31 +129,41 @@ class WeatherSource:
         step = np.diff(self.times[:2]).astype("timedelta64[h]").astype(int)[0] if len(self.times) > 1 else 0
         lead = data.lead_hours
         if step <= 0 or lead % step:
-            raise ValueError(f"lead {lead} h is not a multiple of the store's time step {step} h ({path})")
+            raise DataError(f"lead {lead} h is not a multiple of the store's time step {step} h ({path})",
+                            every_rank=True)
         self.lead_steps = lead // step
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     def _check_schema(self) -> None:
         for name in self.cfg.atmospheric + self.cfg.surface:
             if name not in self.ds:
-                raise KeyError(f"variable {name!r} is missing from {self.path} (has: {sorted(self.ds.data_vars)})")
+                raise DataError(f"variable {name!r} is missing from {self.path} (has: {sorted(self.ds.data_vars)})",
+                                every_rank=True)
         expected = {"atm": ("time", "level", "latitude", "longitude"), "sfc": ("time", "latitude", "longitude")}
         for kind, names in (("atm", self.cfg.atmospheric), ("sfc", self.cfg.surface)):
             for name in names:  # time first; the other dims in any order (read_times transposes)
                 dims = self.ds[name].dims
                 if dims[:1] != ("time",) or sorted(dims) != sorted(expected[kind]):
-                    raise ValueError(f"{name} has dims {self.ds[name].dims}, expected {expected[kind]}")
+                    raise DataError(f"{name} in {self.path} has dims {dims}, expected {expected[kind]}",
+                                    every_rank=True)
                 if {"scale_factor", "add_offset"} & set(self.ds[name].encoding):
-                    raise ValueError(f"{name} in {self.path} is packed (scale_factor/add_offset): store it as floats")
+                    raise DataError(f"{name} in {self.path} is packed (scale_factor/add_offset): store it as floats",
+                                    every_rank=True)
         if self.cfg.atmospheric:
             have = set(int(v) for v in self.ds["level"].values)
             missing = [lev for lev in self.cfg.levels if lev not in have]
             if missing:
-                raise KeyError(f"levels {missing} hPa missing from {self.path} (has {sorted(have)})")
+                raise DataError(f"levels {missing} hPa missing from {self.path} (has {sorted(have)})", every_rank=True)
         dt = np.diff(self.ds["time"].values)
         if len(dt) and not np.all(dt == dt[0]):
             gap = int(np.argmax(dt != dt[0]))
-            raise ValueError(f"time gap in {self.path} after {self.ds['time'].values[gap]}")
+            raise DataError(f"time gap in {self.path} after {self.ds['time'].values[gap]}", every_rank=True)
+        if "statics" in self.cfg.forcings:
+            missing = [name for name in STATIC if name not in self.ds]
+            if missing:
+                raise DataError(f"{', '.join(missing)} missing from {self.path}, and data.forcings uses `statics`: "
+                                "add the static fields to the store or drop `statics` from the config",
+                                every_rank=True)
 
     def _split(self, split: str | None) -> slice:
         """Index range of a split: ``data.splits`` in the YAML, else the store's ``split_<name>`` attribute;
@@ -161,12 +172,16 @@ class WeatherSource:
             return slice(0, len(self.times))
         found = split_spec(split, self.cfg.splits, self.ds.attrs)
         if found is None:
-            raise KeyError(f"no split {split!r}: set data.splits.{split}: START/END in the config "
-                           f"({self.path} has no attribute split_{split})")
-        part = split_slice(self.times, found[0])
+            raise DataError(f"no split {split!r}: set data.splits.{split}: START/END in the config "
+                            f"({self.path} has no attribute split_{split})", every_rank=True)
+        try:
+            part = split_slice(self.times, found[0])
+        except ValueError as err:  # a malformed START/END
+            raise DataError(f"{err} ({found[1]})", every_rank=True) from None
         if part.stop <= part.start:
             span = self._span(self.times[[0, -1]])
-            raise ValueError(f"split {split} {found[0]!r} ({found[1]}) holds no time of {self.path} ({span})")
+            raise DataError(f"split {split} {found[0]!r} ({found[1]}) holds no time of {self.path} ({span})",
+                            every_rank=True)
         return part
 
     @property
@@ -280,7 +295,5 @@ class WeatherSource:
         self._cache = (rows, cols, out, start)
 
     def static(self, name: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        if name not in self.ds:
-            return np.zeros((len(rows), len(cols)), dtype=np.float32)
         field = self.ds[name].isel(latitude=self.grid.rows[rows], longitude=self.grid.cols[cols])
         return np.asarray(field.transpose("latitude", "longitude").values, dtype=np.float32)

@@ -112,6 +112,7 @@ def load_stats(store: str | Path, channels: list[str], lead_hours: int, config: 
     remedy = f"`aeris-ds data stats --store {store} --config {config}`"
     if not path.exists():
         raise MissingPathError(f"normalization stats {path} missing: run {remedy}")
+    remedy = remedy[:-1] + " --overwrite`"  # replacing the stats that are there
     try:
         stats = Stats(**json.loads(path.read_text()))
     except (ValueError, TypeError) as err:  # truncated JSON, or fields of another version

@@ -155,3 +155,9 @@ def _plots(args: argparse.Namespace, variables: list[str], fc: xr.Dataset, truth
     paths.append(plots.plot_hovmoller(fc, aligned, clim_fc, var, out / f"hovmoller_{_stem(var, level)}.png",
                                       level=level, weighting=args.weighting))
     return paths
+
+
+if __name__ == "__main__":
+    from aeris_ds.errors import run_command
+
+    raise SystemExit(run_command(main))

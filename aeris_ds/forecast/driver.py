@@ -22,28 +22,28 @@ from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats, stats_path
 from aeris_ds.diffusion.sampler import SamplerConfig, sample
-from aeris_ds.errors import OutputError
+from aeris_ds.errors import ConfigError, DataError, OutputError, run_command
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, writing
-from aeris_ds.weights import load_into
+from aeris_ds.weights import load_into, load_weights
 
 
 class Forecaster:
     """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
 
     def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig, use_ema: bool = True):
-        saved = torch.load(weights, map_location="cpu", weights_only=False)
+        saved = load_weights(weights)
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
         self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
-        stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours)
+        stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, cfg.name)
         self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
         self.tendency_scale = tend_std / self.std  # normalised tendency → normalised state units
         model, routing = single_process_model(cfg, self.source.lat, self.source.lon)
         self.model = model.eval()
         self.ids = routing.home_ids  # token order of a state: grid ids, window-major
-        load_into(self.model, saved["ema" if use_ema else "params"])
+        load_into(self.model, saved["ema" if use_ema else "params"], weights)
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)
         self.sampler = sampler
@@ -92,8 +92,8 @@ class Forecaster:
 
 def parse_lead(text: str) -> np.timedelta64:
     match = re.fullmatch(r"(\d+)\s*([dh])", text.strip())
-    if not match:
-        raise ValueError(f"lead {text!r}: expected e.g. 90d or 72h")
+    if not match or int(match[1]) == 0:
+        raise ConfigError(f"--lead {text!r}: expected a positive lead such as 90d or 72h")
     return np.timedelta64(int(match[1]) * (24 if match[2] == "d" else 1), "h")
 
 
@@ -105,13 +105,14 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
         part = WeatherSource(source.path, source.cfg, match[1], grid=source.grid.shape).split_slice
         last = part.stop - 1 - n_steps * source.lead_steps
         if last < part.start:
-            raise ValueError(f"split {match[1]} of {source.path} is shorter than the lead of {n_steps} steps")
+            raise DataError(f"split {match[1]} of {source.path} is shorter than the lead of {n_steps} steps",
+                            every_rank=True)
         idx = np.linspace(part.start, last, int(match[2]) + 2)[1:-1].round().astype(int)
         return sorted(set(idx.tolist()))
     wanted = [np.datetime64(s.strip()) for s in spec.split(",")]
     missing = [str(t) for t in wanted if t not in source.times]
     if missing:
-        raise KeyError(f"init times {missing} are not in {source.path}")
+        raise DataError(f"init times {missing} are not in {source.path}", every_rank=True)
     return [int(np.flatnonzero(source.times == t)[0]) for t in wanted]
 
 
@@ -123,14 +124,14 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     ``out`` must be new or a forecast store (resumed; replaced with ``overwrite``), never an input.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    lead_td = parse_lead(lead)  # a wrong --lead is reported before anything is read
     out = Path(out)
     # Every rank checks before anything is loaded or written, so a refusal is raised on all of them at once.
     resume = check_output(out, KIND, inputs=[weights, store, stats_path(store)], overwrite=overwrite,
                           resumable=True)
     fc = Forecaster(weights, store, sampler, use_ema)
-    lead_td = parse_lead(lead)
     if lead_td % fc.lead:
-        raise ValueError(f"lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
+        raise ConfigError(f"--lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
     n_steps = int(lead_td // fc.lead)
     inits = pick_init_times(fc.source, init_times, n_steps)
     if dist.is_initialized():
@@ -192,4 +193,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

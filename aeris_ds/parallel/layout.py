@@ -17,6 +17,8 @@ from functools import cached_property
 
 import numpy as np
 
+from aeris_ds.errors import LayoutError
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -65,11 +67,11 @@ class WindowGrid:
     def __post_init__(self) -> None:
         wh, ww = self.window
         if self.lat % wh or self.lon % ww:
-            raise ValueError(f"grid {self.lat}×{self.lon} is not divisible by window {wh}×{ww}")
+            raise LayoutError(f"grid {self.lat}×{self.lon} is not divisible by window {wh}×{ww}")
         if self.n_windows % self.wp:
-            raise ValueError(f"{self.n_windows} windows cannot be split evenly over WP={self.wp} ranks")
+            raise LayoutError(f"{self.n_windows} windows cannot be split evenly over WP={self.wp} ranks")
         if (wh * ww) % self.sp:
-            raise ValueError(f"{wh * ww} tokens per window cannot be split evenly over SP={self.sp} ranks")
+            raise LayoutError(f"{wh * ww} tokens per window cannot be split evenly over SP={self.sp} ranks")
         if self.assignment == "blocks":
             _ = self.block_shape  # raises when the window grid cannot be cut into WP blocks
 
@@ -108,7 +110,7 @@ class WindowGrid:
             if best is None or edge < best[0]:
                 best = (edge, (br, bc))
         if best is None:
-            raise ValueError(
+            raise LayoutError(
                 f"window grid {rows}×{cols} cannot be cut into WP={self.wp} equal blocks; "
                 "use layout.window_assignment=round_robin"
             )

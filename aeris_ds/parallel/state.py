@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch.distributed as dist
 from deepspeed.runtime.pipe.topology import ProcessTopology
 
+from aeris_ds.errors import LayoutError
 from aeris_ds.parallel.layout import Layout, WindowGrid
 
 
@@ -60,7 +61,7 @@ def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, de
     if depth + 2 < layout.pp:
         errors.append(f"{depth} blocks + embed + head cannot fill PP={layout.pp} stages")
     if errors:
-        raise ValueError("; ".join(errors))
+        raise LayoutError("; ".join(errors))
     # WindowGrid checks windows over WP and tokens per window over SP.
     return WindowGrid(grid.lat, grid.lon, grid.window, layout.wp, layout.sp, grid.assignment, grid.lat_mode)
 
@@ -69,7 +70,7 @@ def init_parallel(layout: Layout) -> ParallelState:
     """Create the SP, WP×SP and replica groups; torch.distributed must already be initialised."""
     rank, world = dist.get_rank(), dist.get_world_size()
     if layout.world != world:
-        raise ValueError(f"layout {layout} has {layout.world} ranks but the world has {world}")
+        raise LayoutError(f"layout {layout} has {layout.world} ranks but the world has {world}")
     me = layout.coords(rank)
     groups: dict[str, dist.ProcessGroup | None] = {}
     for pp in range(layout.pp):

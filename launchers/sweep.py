@@ -116,8 +116,11 @@ def collect(pdir: Path, cfg: ExperimentConfig, ds: dict, device: str, extra: dic
     devices = min(ranks, os.cpu_count() or 1) if device == "cpu" else ranks
     per_device = step_flops(cfg) * sps / devices
     peak = cpu_gemm_rate(dtype) if device == "cpu" else peak_flops(device, dtype)
+    config = cfg.model_dump(mode="json")
+    if config["data"]["store"]:  # relative to the sweep folder (which holds points/<id>/): no machine paths
+        config["data"]["store"] = os.path.relpath(Path(config["data"]["store"]).resolve(), pdir.parent.parent.resolve())
     return {
-        "id": pdir.name, "config": cfg.model_dump(mode="json"), "layout": str(lay.as_layout()), "ranks": ranks,
+        "id": pdir.name, "config": config, "layout": str(lay.as_layout()), "ranks": ranks,
         "devices": devices, "micro_batch": micro, "accumulation": acc, "global_batch": global_batch,
         "zero_stage": ds.get("zero_optimization", {}).get("stage", 0), "precision": dtype,
         "steps": len(history), "step_time_s": global_batch / sps, "samples_per_s": sps,

@@ -78,7 +78,7 @@ def calibrate_cmd(results: Path, write: bool) -> None:
             "machine": records[0].get("machine"), "fit": [r["id"] for r, u in zip(records, fit, strict=True) if u],
             "held_out_errors": {r["id"]: e for r, e, u in zip(records, errors, fit, strict=True) if not u},
         }, indent=1))
-        print(f"wrote {CALIBRATION}")
+        print(f"wrote {CALIBRATION.relative_to(CALIBRATION.parents[2])}")  # repository-relative
 
 
 def main(argv: list[str] | None = None) -> int:

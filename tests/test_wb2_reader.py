@@ -16,6 +16,7 @@ from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import compute_stats
+from aeris_ds.errors import DataError
 from tests.wb2 import N_LON, tree_hash, wb2_dataset, write_wb2
 
 SPLITS = {"train": "2000-01-01/2000-01-04", "valid": "2000-01-05/2000-01-05", "test": "2000-01-06/2000-01-06"}
@@ -80,7 +81,7 @@ def test_toa_forcing_from_the_store_and_computed_past_its_end(stores):
 def test_splits_from_the_yaml_win_over_store_attributes(stores, tmp_path):
     src = WeatherSource(stores["descending"], _cfg(stores["descending"]).data, "valid", grid=(32, N_LON))
     assert (src.split_slice.start, src.split_slice.stop) == (16, 20)  # the whole day, 00 to 18 UTC
-    with pytest.raises(KeyError, match="set data.splits.train"):
+    with pytest.raises(DataError, match="set data.splits.train"):
         WeatherSource(stores["descending"], _cfg(stores["descending"], splits={}).data, "train", grid=(32, N_LON))
     with pytest.raises(ValueError, match="holds no time"):
         WeatherSource(stores["descending"], _cfg(stores["descending"], splits={"train": "1990-01-01/1990-02-01"})

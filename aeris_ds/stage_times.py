@@ -15,12 +15,17 @@ INSTALL_ENV = "AERIS_DS_INSTALL_SECONDS"
 
 class StageTimes:
     """``with times("train"): ...`` records the stage's seconds; a stage whose output was already there is
-    recorded as skipped. Every record rewrites ``path`` (atomically), so an interrupted job keeps its times."""
+    recorded as skipped, with its time from the run that made it when ``path`` has it. Every record rewrites
+    ``path`` (atomically), so an interrupted job keeps its times and a rerun completes the table."""
 
     def __init__(self, path: Path, stages: list[str]) -> None:
         self.path, self.stages = path, stages
-        self.seconds: dict[str, float] = {}
         self.skipped: list[str] = []
+        try:
+            self.earlier: dict[str, float] = json.loads(path.read_text())["seconds"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.earlier = {}
+        self.seconds = {k: v for k, v in self.earlier.items() if k == "install"}
         install = os.environ.get(INSTALL_ENV)
         if install:
             self.seconds["install"] = float(install)
@@ -36,6 +41,8 @@ class StageTimes:
 
     def skip(self, stage: str) -> None:
         self.skipped.append(stage)
+        if stage in self.earlier:
+            self.seconds[stage] = self.earlier[stage]
         self.write()
 
     def write(self) -> Path:
@@ -55,7 +62,8 @@ class StageTimes:
         for s in self.stages:
             if s in self.seconds:
                 sec = self.seconds[s]
-                lines.append(f"{s:<10}{sec / 60:>7.1f} m{sec / total if total else 0:>8.0%}")
+                note = "   (earlier run)" if s in self.skipped else ""
+                lines.append(f"{s:<10}{sec / 60:>7.1f} m{sec / total if total else 0:>8.0%}{note}")
             else:
                 why = "skipped (output present)" if s in self.skipped else "not timed"
                 lines.append(f"{s:<10}{'—':>9}   {why}")

@@ -26,3 +26,11 @@ def test_stage_times_records_writes_and_tabulates(tmp_path, monkeypatch):
     assert "skipped (output present)" in lines[3] and "not timed" in lines[5]
     assert lines[-1].startswith("total")
     assert not list((tmp_path / "run").glob(".*tmp"))
+    # A rerun that finds the data done keeps the earlier run's data time (and install, when not reinstalled).
+    monkeypatch.delenv(INSTALL_ENV)
+    again = StageTimes(tmp_path / "run" / "timings.json", ["install", "data", "stats", "train", "score"])
+    again.skip("data")
+    with again("score"):
+        pass
+    assert again.seconds["data"] == record["seconds"]["data"] and again.seconds["install"] == 120.0
+    assert "(earlier run)" in again.table().splitlines()[2] and "train" not in again.seconds

@@ -59,6 +59,8 @@ STATIC_VARS = ("geopotential_at_surface", "land_sea_mask")
 # of 30 days instead of 65 for 3/1/1 years.
 YEARS = (2.0, 0.1, 0.75)
 VARIABLES = ATMOS_VARS + SURFACE_VARS + STATIC_VARS
+# Chunks per shard (and per inner time block of the store): 4 × 30 days = 480 frames, ~6 MB inner chunks.
+SHARD_CHUNKS = 4
 # Surface-pressure perturbation of the initial isothermal rest state (its position is drawn from the
 # seed); it triggers the baroclinic instability.
 INITIAL_PERTURBATION_PA = 5e3
@@ -366,17 +368,21 @@ def generate(
     bar = tqdm(total=(0 if state is not None else spin_chunks) + n_chunks_left, unit="chunk",
                desc=f"Held-Suarez {resolution} ({chunk_days} d chunks)", disable=not progress)
 
+    # Frames are written a shard (SHARD_CHUNKS chunks) at a time, so that no inner chunk is rewritten by a
+    # later append; the resume point follows each write.
+    shard = SHARD_CHUNKS * chunk_frames
+    created = n_store > 0
+
     def write(ds: Any, first_write: bool, resume_state: dict[str, np.ndarray] | None, resume_frame: int) -> None:
         if first_write:
             ds.attrs.update(attrs)
-            # Shards of 4 chunks, so that inner chunks hold a few MiB (schema._time_blocks).
-            schema.write_store(ds, out, times_per_shard=4 * chunk_frames, kind=KIND)
+            schema.write_store(ds, out, times_per_shard=shard, kind=KIND)
         elif ds is not None:
             schema.write_store(ds, out, append=True)
-        if resume_state is not None:  # only once the chunk's frames are in the store
+        if resume_state is not None:  # only once the frames are in the store
             _save_resume(resume, resume_state, resume_frame, config)
 
-    writer = _Writer()
+    writer, parts, first = _Writer(), [], 0
     try:
         with bar:
             if state is None:
@@ -389,18 +395,23 @@ def generate(
                 state, frames = model.run_chunk(state)
                 # Skip frames already in the store (resume); write at most up to ``total``.
                 lo, hi = max(n_store - frame, 0), min(total - frame, chunk_frames)
-                ds = None
                 if hi > lo:
-                    part = Frames({k: v[lo:hi] for k, v in frames.data.items()})
-                    ds = _frames_dataset(model, part, frame + lo, statics=n_store == 0)
-                whole = hi == chunk_frames  # a whole chunk is written: its end state is the resume point
-                writer.submit(write, ds, n_store == 0 and ds is not None,
-                              model.state_to_numpy(state) if whole else None, frame + chunk_frames)
-                n_store = max(n_store, frame + hi)
+                    first = first if parts else frame + lo
+                    parts.append({k: v[lo:hi] for k, v in frames.data.items()})
+                whole = hi == chunk_frames  # the chunk's end state is a resume point once its frames are written
+                frame += chunk_frames if whole else 0
+                bar.update(1)
+                if whole and frame % shard and frame < total:
+                    continue
+                ds = None
+                if parts:
+                    merged = Frames({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+                    ds = _frames_dataset(model, merged, first, statics=not created)
+                writer.submit(write, ds, ds is not None and not created,
+                              model.state_to_numpy(state) if whole else None, frame)
+                created, parts = created or ds is not None, []
                 if not whole:
                     break
-                frame += chunk_frames
-                bar.update(1)
             writer.wait()
     finally:
         writer.close()

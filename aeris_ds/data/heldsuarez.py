@@ -13,12 +13,13 @@ Calendar: the model has no seasons and no diurnal cycle, so time stamps are labe
 of the single output store is recorded in the attrs ``split_train``, ``split_valid`` and
 ``split_test`` as ``"<first time>/<last time>"`` ISO strings (inclusive).
 
-Resumability: frames are produced in chunks of ``chunk_days`` and appended to the store; the model
-state at the start of the first chunk not yet completely written is kept beside the store in
-``<out>.resume.npz``. A rerun (after a kill, or with more years) recomputes from that state and
-skips frames already in the store. The model is deterministic, so the result is identical to an
-uninterrupted run. A chunk is written (and its resume point saved) by a writer thread while the next
-chunk runs, so generation costs about the dycore's time (tools/bench_heldsuarez.py).
+Resumability: frames are produced in chunks of ``chunk_days`` and appended to the store a shard
+(``SHARD_CHUNKS`` chunks) at a time; the model state at the start of the first shard not yet written
+is kept beside the store in ``<out>.resume.npz``. A rerun (after a kill, or with more years)
+recomputes from that state and skips frames already in the store. The model is deterministic, so the
+result is identical to an uninterrupted run. A shard is written (and its resume point saved) by a
+writer thread while the next chunks run, so generation costs about the dycore's time
+(tools/bench_heldsuarez.py).
 
 Compilation: XLA's results are kept in JAX's persistent cache, by default inside the virtual
 environment (``<sys.prefix>/jax_cache``), so a second run compiles nothing.

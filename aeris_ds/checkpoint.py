@@ -1,10 +1,12 @@
 """Checkpoints: DeepSpeed's engine state + our client state, committed atomically.
 
-DeepSpeed writes ``<dir>/<tag>/`` (each rank its own files). Every rank then writes its EMA and RNG states
-beside them, all ranks meet at a barrier, and only then rank 0 writes ``<tag>/COMPLETE`` (the step and the
-size of every file of the tag) and swaps the ``latest`` pointer with an atomic rename. A crash at any point
-of a save leaves ``latest`` on the last complete checkpoint. A restart checks the files of the newest
-complete tag against that manifest and falls back to the next older valid one, saying what it skipped.
+DeepSpeed writes ``<dir>/<tag>/`` (each rank its own files). Every rank then writes its RNG states beside
+them and one rank per pipeline stage the EMA of its layers by parameter name (layout-independent); all ranks
+meet at a barrier, and only then rank 0 writes ``<tag>/COMPLETE`` (the step and the size of every file of
+the tag) and swaps the ``latest`` pointer with an atomic rename. A crash at any point of a save leaves
+``latest`` on the last complete checkpoint. A restart checks the files of the newest complete tag against
+that manifest and falls back to the next older valid one, saying what it skipped. A tag of another layout
+or ZeRO stage is loaded through its universal conversion (see elastic.py).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from aeris_ds import elastic
 from aeris_ds.ema import EMA
-from aeris_ds.errors import CheckpointError
+from aeris_ds.errors import CheckpointError, MissingPathError, UserError
+from aeris_ds.weights import canonical
 
 LATEST = "latest_complete"
 COMPLETE = "COMPLETE"
+EMA_FILE = "aeris_ema_layers"  # + "<first>-<last>.pt": the EMA of those layers, by parameter name
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -65,10 +70,14 @@ def ensure_writable(directory: str | Path) -> None:
 def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, keep: int = 2) -> Path:
     directory = Path(directory)
     tag = f"step{step:08d}"
-    client = {"step": step, "signature": signature}
+    client = {"step": step, "signature": signature, "zero_stage": engine.zero_optimization_stage()}
     engine.save_checkpoint(str(directory), tag=tag, client_state=client, save_latest=False)
     rank = dist.get_rank()
-    _atomic_save({"ema": ema.state_dict(), "rng": _rng_state(), "step": step}, directory / tag / f"aeris_rank{rank}.pt")
+    _atomic_save({"rng": _rng_state(), "step": step}, directory / tag / f"aeris_rank{rank}.pt")
+    if (engine.mpu.get_data_parallel_rank() if engine.mpu is not None else rank) == 0:  # one copy per stage
+        state = {canonical(n): t for n, t in ema.state_dict().items()}
+        layers = sorted({_layer(n) for n in state})
+        _atomic_save(state, directory / tag / f"{EMA_FILE}{layers[0]:03d}-{layers[-1]:03d}.pt")
     dist.barrier()
     if rank == 0:
         files = {p.name: p.stat().st_size for p in sorted((directory / tag).iterdir()) if p.is_file()}
@@ -81,6 +90,7 @@ def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, ke
         complete = sorted(p for p in directory.glob("step*") if (p / COMPLETE).exists())
         for old in complete[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(elastic.universal_path(old), ignore_errors=True)
     dist.barrier()
     return directory / tag
 
@@ -139,40 +149,84 @@ def signature_mismatch(saved: dict, current: dict) -> list[str]:
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
-def load(directory: str | Path, engine, ema: EMA, signature: dict) -> int:
-    """Restore the newest complete valid checkpoint; returns the step to continue from (0 when none)."""
-    # Rank 0 decides, so that every rank loads the same tag and only one prints what was skipped.
-    choice: list = [None]
-    if dist.get_rank() == 0:
-        try:
-            choice = [choose_tag(directory)]
-        except CheckpointError as err:
-            choice = [err]
-    dist.broadcast_object_list(choice, src=0)
-    if isinstance(choice[0], CheckpointError):
-        raise choice[0]
-    tag = choice[0]
+def resolve(path: str | Path) -> Path:
+    """The tag to start from: the given tag folder, or the newest valid tag of a run folder or its checkpoints/."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingPathError(f"checkpoint {path} does not exist")
+    if (path / COMPLETE).exists():
+        found = problems(path)
+        if found:
+            raise CheckpointError(f"checkpoint {path} is damaged: " + ", ".join(found))
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    tag = choose_tag(folder)
     if tag is None:
+        raise CheckpointError(f"no complete checkpoint in {path} (expected a run folder, its checkpoints/ or a tag)")
+    return folder / tag
+
+
+def load(directory: str | Path, engine, ema: EMA, signature: dict, resume_from: str | Path | None = None) -> int:
+    """Restore the newest complete valid checkpoint of ``directory``, else the one ``resume_from`` names;
+    returns the step to continue from (0 when none). A checkpoint of another layout or ZeRO stage goes
+    through its universal conversion."""
+    tag = _on_rank0(choose_tag, directory)  # every rank loads the same tag; one prints what was skipped
+    if tag is not None:
+        path = Path(directory) / tag
+    elif resume_from is not None:
+        path = _on_rank0(resolve, resume_from)
+    else:
         return 0
-    path = Path(directory) / tag
-    extra = torch.load(path / f"aeris_rank{dist.get_rank()}.pt", weights_only=False)
-    client = _peek_client_state(path)
-    if client is not None:
-        diff = signature_mismatch(client.get("signature", {}), signature)
-        if diff:
-            raise CheckpointError(f"checkpoint {path} is for another model or layout: " + "; ".join(diff))
-    _, client = engine.load_checkpoint(str(directory), tag=tag)
-    if client is None:
-        raise CheckpointError(f"DeepSpeed could not load checkpoint {path}")
-    ema.load_state_dict(extra["ema"])
+    states = elastic.model_states(path)
+    saved = states.get("signature", {})
+    diff = signature_mismatch({k: v for k, v in saved.items() if k != "layout"},
+                              {k: v for k, v in signature.items() if k != "layout" and k in saved})
+    if diff:
+        raise CheckpointError(f"checkpoint {path} is for another model: " + "; ".join(diff))
+    stage = engine.zero_optimization_stage()
+    if saved.get("layout") == signature.get("layout") and states.get("zero_stage", stage) == stage:
+        _, client = engine.load_checkpoint(str(path.parent), tag=path.name)
+        if client is None:
+            raise CheckpointError(f"DeepSpeed could not load checkpoint {path}")
+        extra = torch.load(path / f"aeris_rank{dist.get_rank()}.pt", weights_only=False)
+    else:
+        _on_rank0(elastic.convert, path)
+        client = elastic.load(engine, path)
+        # Training draws no global random numbers (noise comes from (seed, epoch, sample)): rank 0's will do.
+        extra = torch.load(path / "aeris_rank0.pt", weights_only=False)
+    _load_ema(ema, path, extra.get("ema"))
     _set_rng_state(extra["rng"])
     return int(client["step"])
 
 
-def _peek_client_state(path: Path) -> dict | None:
-    """Read the client state before DeepSpeed touches the weights, to name a shape mismatch clearly."""
-    files = sorted(path.glob("*model_states.pt"))
-    if not files:
-        return None
-    state = torch.load(files[0], map_location="cpu", weights_only=False)
-    return {k: state[k] for k in ("step", "signature") if k in state}
+def _layer(name: str) -> int:
+    return int(canonical(name).split(".")[0])
+
+
+def _load_ema(ema: EMA, path: Path, legacy: dict | None) -> None:
+    """This rank's layers of the EMA, from the files of whichever stages held them."""
+    files = list(path.glob(f"{EMA_FILE}*.pt"))
+    if not files and legacy is not None:  # written before the EMA moved to per-stage files: same layout only
+        return ema.load_state_dict(legacy)
+    own = ema.state_dict()
+    mine = {_layer(n) for n in own}
+    state = {}
+    for file in files:
+        first, last = (int(x) for x in file.stem.removeprefix(EMA_FILE).split("-"))
+        if any(first <= i <= last for i in mine):
+            state.update(torch.load(file, weights_only=False))
+    ema.load_state_dict({n: state[canonical(n)] for n in own if canonical(n) in state})
+
+
+def _on_rank0(fn, *args):
+    """fn(*args) on rank 0 while the others wait; its result, or its user error, reaches every rank."""
+    result: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            result = [fn(*args)]
+        except UserError as err:
+            result = [err]
+    dist.broadcast_object_list(result, src=0)
+    if isinstance(result[0], UserError):
+        raise result[0]
+    return result[0]

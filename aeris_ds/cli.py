@@ -6,6 +6,7 @@
     aeris-ds data verify STORE                read every chunk; report each damaged one
     aeris-ds ingest FILE... --out STORE       ERA5 GRIB/netCDF → WeatherBench2-schema zarr
     aeris-ds train --config small             train (also under `deepspeed` / `torchrun`)
+    aeris-ds checkpoint convert RUN           layout-independent (universal) form of the last checkpoint
     aeris-ds forecast --weights W --lead 10d  ensemble rollouts streamed to zarr
     aeris-ds evaluate FORECAST --truth STORE  WeatherBench2 scorecard and plots
     aeris-ds plan --model 40b --nodes N       rank SWiPe layouts by predicted throughput
@@ -27,6 +28,7 @@ COMMANDS = {
     "ingest": "aeris_ds.data.ingest",
     "plan": "aeris_ds.perf.plan",
     "demo": "aeris_ds.demo",
+    "checkpoint": "aeris_ds.elastic",
 }
 
 

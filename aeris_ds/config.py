@@ -134,6 +134,8 @@ class TrainConfig(Strict):
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     ds_config: str = "ds_configs/zero1_fp32.json"
     max_minutes: float | None = Field(None, description="stop (and checkpoint) after this wall time")
+    resume_from: str | None = Field(None, description="run folder or checkpoint tag to start from when out_dir "
+                                    "has none; any layout or ZeRO stage")
 
 
 class ExperimentConfig(Strict):

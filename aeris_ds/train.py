@@ -165,8 +165,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     checkpoint.ensure_writable(ckpt_dir)
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
     ema = EMA(engine.module, cfg.train.ema_decay)
-    sig = signature(cfg)
-    start = checkpoint.load(ckpt_dir, engine, ema, sig)
+    sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
+    start = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
     acc = engine.gradient_accumulation_steps()
     # Only the first and last pipeline stages read data (inputs and targets).
     reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()
@@ -293,6 +293,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="run directory (overrides train.out_dir)")
     parser.add_argument("--store", default=None, help="WeatherBench2-schema zarr (overrides data.store)")
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--resume-from", default=None, metavar="RUN_OR_TAG",
+                        help="start from this run's last checkpoint (or this tag), on any layout and ZeRO stage")
     parser.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
     parser = deepspeed.add_config_arguments(parser)
     return parser.parse_args(argv)
@@ -302,8 +304,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     over: dict = {}
     if args.layout:
         over["layout"] = parse_layout(args.layout)
-    train = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out), ("max_minutes", args.max_minutes))
-             if v is not None}
+    train = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out), ("max_minutes", args.max_minutes),
+                               ("resume_from", args.resume_from)) if v is not None}
     if args.deepspeed_config:
         train["ds_config"] = args.deepspeed_config
     if train:

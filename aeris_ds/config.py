@@ -136,6 +136,7 @@ class TrainConfig(Strict):
     max_minutes: float | None = Field(None, description="stop (and checkpoint) after this wall time")
     resume_from: str | None = Field(None, description="run folder or checkpoint tag to start from when out_dir "
                                     "has none; any layout or ZeRO stage")
+    compile: bool = Field(False, description="torch.compile each Swin block: fused elementwise kernels, same maths")
 
 
 class ExperimentConfig(Strict):

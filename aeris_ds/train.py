@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
 from aeris_ds.ema import EMA
 from aeris_ds.errors import ConfigError, DataError, log_to, run_command
-from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
+from aeris_ds.model.swin_dit import SwinBlock, build_model, layer_specs, position_encoding
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
@@ -105,6 +107,8 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)
     model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
                         weighted_mse, cfg.train.seed)
+    if cfg.train.compile:
+        compile_blocks(model)
     micro, acc = batch_sizes(ds_config, layout.replica, layout.dp, cfg.train.ds_config)
     # DeepSpeed keeps the last pipeline engine's grid as a global; a later engine in the same process
     # (sweeps, tests) must not inherit it.
@@ -118,6 +122,21 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     examples = TrainingExamples(source, stats, cfg, grid, ps.wp, ps.sp, cfg.train.seed)
     batches = MicroBatches(examples, micro, acc, layout.dp, ps.dp, dtype)
     return engine, ps, batches, pipeline, micro * acc * layout.dp
+
+
+def compile_blocks(model: torch.nn.Module) -> None:
+    """torch.compile each Swin block in place. Regional: the blocks of one kind share one compiled graph (short
+    compile time), and a block's all-to-alls run eagerly between its graphs. On the CPU the compiled kernels
+    need a C++ compiler; without one the blocks stay eager (said once)."""
+    compilers = (os.environ.get("CXX", "g++"), "clang++")
+    if get_accelerator().device_name() == "cpu" and not any(map(shutil.which, compilers)):
+        if dist.get_rank() == 0:
+            print("train.compile: no C++ compiler (g++, clang++ or $CXX) for torch.compile; the blocks run eagerly",
+                  file=sys.stderr, flush=True)
+        return
+    for block in model.modules():
+        if isinstance(block, SwinBlock):
+            block.compile()
 
 
 def train_step(engine, batches_iter, pipeline: bool, replica_group) -> tuple[float, float]:

@@ -28,14 +28,15 @@ def _ds_config(dp: int, stage: int = 1, accumulation: int = 1) -> dict:
     return ds
 
 
-def _train_layouts(store: str, out: str, runs: list[tuple[str, dict, int, int]]) -> dict:
+def _train_layouts(store: str, out: str, runs: list[tuple]) -> dict:
+    """Runs of (name, layout, ZeRO stage, accumulation[, train overrides])."""
     from aeris_ds.config import load_config
     from aeris_ds.train import run
 
     results = {}
-    for name, layout, stage, accumulation in runs:
+    for name, layout, stage, accumulation, *train in runs:
         cfg = load_config("tiny", {"data": {"store": store}, "layout": layout,
-                                   "train": {"out_dir": f"{out}/{name}"}})
+                                   "train": {"out_dir": f"{out}/{name}", **(train[0] if train else {})}})
         summary = run(cfg, _ds_config(layout.get("dp", 1), stage, accumulation))
         results[name] = [(r["loss"], r["grad_norm"]) for r in summary["history"]]
     return results
@@ -71,8 +72,10 @@ def test_layout_reference_accumulation_matches(reference):
     _assert_same(res, out, "single_acc2", res, out)
 
 
+# wp2_compiled: every block through torch.compile, its all-to-all between the compiled graphs.
 TWO_RANKS = [("dp2", {"dp": 2}, 1, 1), ("pp2", {"pp": 2}, 1, 1), ("wp2", {"wp": 2}, 1, 1),
-             ("sp2", {"sp": 2}, 1, 1), ("wp2_zero2", {"wp": 2}, 2, 1), ("sp2_zero3", {"sp": 2}, 3, 1)]
+             ("sp2", {"sp": 2}, 1, 1), ("wp2_zero2", {"wp": 2}, 2, 1), ("sp2_zero3", {"sp": 2}, 3, 1),
+             ("wp2_compiled", {"wp": 2}, 1, 1, {"compile": True})]
 FOUR_RANKS = [("wp4", {"wp": 4}, 1, 1), ("sp4", {"sp": 4}, 1, 1), ("pp2_dp2", {"pp": 2, "dp": 2}, 1, 1),
               ("pp2_sp2", {"pp": 2, "sp": 2}, 1, 1), ("pp2_wp2", {"pp": 2, "wp": 2}, 1, 1),
               ("wp2_sp2", {"wp": 2, "sp": 2}, 1, 1), ("dp2_wp2", {"dp": 2, "wp": 2}, 1, 1),

@@ -1,14 +1,22 @@
-"""DeepSpeed training-step throughput on one rank, as ratios to this machine's own GEMM rate (one run).
+"""DeepSpeed training-step throughput, as ratios to the same device's GEMM rate measured in the same run.
 
-    python tools/bench_step.py [--threads 2] [--steps 3] [--big-grid 30x60] [--profile]
+    python tools/bench_step.py [--device cpu|cuda|xpu] [--threads 2] [--steps 3] [--cases small,block1.3b,demo]
+                               [--variants eager,compiled,checkpointed] [--profile]
+    python tools/bench_step.py --device cuda --cases block1.3b --big-grid 180x360 --big-depth 8 --profile
 
-Rows: the `small` preset (32×64 synthetic store, 8×8 windows, batch 8) and a 1.3B-style block stack at
-reduced depth (dim 1536, 12 heads, SwiGLU 4096, 30×30 windows, depth 2 = one plain + one shifted block,
-batch 1), each in fp32 (ds_configs/zero1_fp32.json) and, where the CPU has native bf16 (or with --force-bf16),
-in bf16 (ds_configs/zero1_bf16.json). Model FLOPs
-come from aeris_ds.perf.flops (forward + backward, no recompute) and are cross-checked against
-torch's FlopCounterMode on one step. Each case runs in its own fresh process, so its peak RSS is its own.
-Goals (issue 3): fp32 ≥ 0.5 of the fp32 GEMM rate; bf16 ≥ 1.5× faster where the CPU has native bf16.
+Cases: `small` (the `small` preset, 32×64 synthetic store, 8×8 windows, batch 8, one rank with --threads);
+`block1.3b` (the 1.3B block: dim 1536, 12 heads, SwiGLU 4096, 30×30 windows, --big-depth blocks on --big-grid,
+batch 1); `demo` (the main job's setting: `small` on 2 ranks with WP=2, micro-batch 4 per rank as in
+ds_configs/zero1_fp32.json, one thread per rank; reports training samples per minute). Variants: `eager`
+(what `aeris-ds train` runs), `compiled` (train.compile: each Swin block through torch.compile), `checkpointed`
+(model.checkpoint_activations). Precisions: fp32 (ds_configs/zero1_fp32.json) and bf16 (zero1_bf16.json); on
+the CPU bf16 only where it is native (or with --force-bf16), on an accelerator bf16 unless --precisions says.
+The device is chosen through DeepSpeed's accelerator (DS_ACCELERATOR), so XPU needs no import here.
+
+Model FLOPs come from aeris_ds.perf.flops (forward + backward); hardware FLOPs add the recomputed forward of
+checkpointed blocks. The eager fp32 step is cross-checked against torch's FlopCounterMode. Each case runs in
+fresh processes, so its peak memory (RSS on the CPU, allocator peak on an accelerator) is its own.
+Goals (issue 13): CPU `small` ≥ 0.55 of the fp32 GEMM rate; GPU ≥ 0.60 (bf16, eager default path).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
+import os
 import resource
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +34,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
-from aeris_ds.perf.flops import step_flops
-
 aten = torch.ops.aten
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def register_cpu_sdpa_flops() -> None:
@@ -42,20 +51,31 @@ def register_cpu_sdpa_flops() -> None:
         return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def gemm_rate(dtype: torch.dtype, max_size: int = 2048, seconds: float = 2.0) -> float:
-    """FLOP/s of a square matmul at the current thread count: the size doubles from 256 up to max_size while
-    one product takes < 0.1 s, so a dtype without native kernels (bf16 on AVX2: ~50× slower) stays short."""
-    size = 256
+def accelerator():
+    from deepspeed.accelerator import get_accelerator
+
+    return get_accelerator()
+
+
+def gemm_rate(dtype: torch.dtype, max_size: int, seconds: float = 2.0) -> float:
+    """FLOP/s of a square matmul on the current device (CPU: at the current thread count). The size doubles
+    from 256 up to max_size while one product takes < 0.1 s, so a dtype without native kernels (bf16 on
+    AVX2: ~50× slower) stays short."""
+    acc = accelerator()
+    device = acc.current_device_name()
+    size = max_size // 4
     while True:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
         start = time.perf_counter()
         a @ b  # also the warm-up
+        acc.synchronize()
         if time.perf_counter() - start > 0.1 or size >= max_size:
             break
         size *= 2
     n, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds or n < 2:
         a @ b
+        acc.synchronize()
         n += 1
     return 2 * size**3 * n / elapsed
 
@@ -77,48 +97,88 @@ def make_store(path: Path, lat: int, lon: int) -> Path:
     return store
 
 
-def case_config(name: str, store: Path, out: Path, big_grid: tuple[int, int]):
+def case_config(name: str, variant: str, store: Path, out: Path, big: tuple[int, int, int]):
+    """(experiment config, micro-batch per rank, ranks) of a case."""
     from aeris_ds.config import load_config
 
-    common = {"data": {"store": str(store), "workers": 0}, "layout": {"wp": 1},
-              "train": {"out_dir": str(out), "wandb_mode": "disabled"}}
+    model = {"checkpoint_activations": True} if variant == "checkpointed" else {}
+    train = {"out_dir": str(out), "wandb_mode": "disabled"} | ({"compile": True} if variant == "compiled" else {})
+    common = {"data": {"store": str(store), "workers": 0}, "train": train}
     if name == "small":
-        return load_config("small", common), 8
-    lat, lon = big_grid
-    model = {"dim": 1536, "heads": 12, "mlp_hidden": 4096, "window": [30, 30], "depth": 2}
-    return load_config("small", {**common, "model": model, "grid": {"lat": lat, "lon": lon}}), 1
+        return load_config("small", {**common, "layout": {"wp": 1}, "model": model}), 8, 1
+    if name == "demo":
+        return load_config("small", {**common, "model": model}), None, 2  # the preset's WP=2 and ds_config micro
+    lat, lon, depth = big
+    model |= {"dim": 1536, "heads": 12, "mlp_hidden": 4096, "window": [30, 30], "depth": depth}
+    return load_config("small", {**common, "layout": {"wp": 1}, "model": model, "grid": {"lat": lat, "lon": lon}}), 1, 1
 
 
-def run_case(name: str, ds_name: str, store: str, out: str, big_grid: tuple[int, int], steps: int, threads: int,
-             profile: bool) -> dict:
-    """Time `steps` DeepSpeed steps on one repeated micro-batch (after one counted warm-up step)."""
+def run_case(name: str, variant: str, prec: str, store: str, out: str, big: tuple[int, int, int], steps: int,
+             threads: int, profile: bool) -> dict:
+    """Time `steps` DeepSpeed steps on one repeated micro-batch, after warm-up steps (compilation included)."""
+    import torch.distributed as dist
+
     from aeris_ds.config import load_ds_config
+    from aeris_ds.perf.flops import step_flops
     from aeris_ds.train import setup, train_step
 
     torch.set_num_threads(threads)
-    cfg, micro = case_config(name, Path(store), Path(out), big_grid)
-    ds = load_ds_config(f"ds_configs/{ds_name}.json")
-    ds["train_micro_batch_size_per_gpu"] = micro
+    acc = accelerator()
+    cfg, micro, _ = case_config(name, variant, Path(store), Path(out), big)
+    ds = load_ds_config(f"ds_configs/zero1_{prec}.json")
+    if micro:
+        ds["train_micro_batch_size_per_gpu"] = micro
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds)
     data = itertools.repeat(batches[0])
-    with FlopCounterMode(display=False) as counter:
+    counted = float("nan")
+    if variant == "eager" and prec == "fp32":
+        with FlopCounterMode(display=False) as counter:
+            loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
+        counted = counter.get_total_flops() * dist.get_world_size()  # the ranks split the work evenly
+    else:
         loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
-    counted = counter.get_total_flops()
+    train_step(engine, data, pipeline, ps.replica_group)  # compiled: the backward graph and recompiles settle
+    # The device's GEMM rate measured just before and just after the timed steps, so a shared machine's load
+    # weighs on both alike (each rank measures its own share of the machine).
+    max_size = 2048 if acc.device_name() == "cpu" else 8192
+
+    def rates() -> dict[str, float]:
+        return {p: gemm_rate(DTYPES[p], max_size, seconds=1.0) * dist.get_world_size() for p in {"fp32", prec}}
+
+    before = rates()
+    acc.reset_peak_memory_stats()
+    acc.synchronize()
     start = time.perf_counter()
     losses = [train_step(engine, data, pipeline, ps.replica_group)[0] for _ in range(steps)]
+    acc.synchronize()
     wall = (time.perf_counter() - start) / steps
+    after = rates()
+    rate = {p: (before[p] + after[p]) / 2 for p in before}
     table = None
     if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        on_device = acc.device_name() != "cpu"
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if on_device:
+            activities.append(getattr(torch.profiler.ProfilerActivity, acc.device_name().upper()))
+        with torch.profiler.profile(activities=activities) as prof:
             train_step(engine, data, pipeline, ps.replica_group)
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+            acc.synchronize()
+        sort = "self_device_time_total" if on_device else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=60)
+    if acc.device_name() == "cpu":
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    else:
+        peak = acc.max_memory_allocated()
     params = sum(p.numel() for p in engine.module.parameters())
-    return {"step_s": wall, "flops": step_flops(cfg) * global_batch, "counted": counted, "params": params,
-            "loss": [loss0, *losses], "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "profile": table}
+    return {"step_s": wall, "flops": step_flops(cfg) * global_batch,
+            "hw_flops": step_flops(cfg, recompute=cfg.model.checkpoint_activations) * global_batch,
+            "counted": counted, "params": params, "loss": [loss0, *losses], "peak_gib": peak / 2**30,
+            "samples": global_batch, "rate": rate, "profile": table}
 
 
-def _child(conn, args) -> None:
+def _child(conn, rank: int, world: int, port: int, device: str, args) -> None:
+    os.environ.update(DS_ACCELERATOR=device, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
         conn.send(run_case(*args))
     except BaseException as err:  # noqa: BLE001 - reported by the parent
@@ -130,66 +190,92 @@ def _child(conn, args) -> None:
             dist.destroy_process_group()
 
 
-def in_child(*args) -> dict:
-    """One case in a fresh process: its own process group, peak RSS and DeepSpeed globals."""
+def in_children(ranks: int, device: str, *args) -> dict:
+    """One case on `ranks` fresh processes: its own process group, peak memory and DeepSpeed globals.
+    Returns rank 0's result (every rank times the same synchronous steps)."""
     ctx = mp.get_context("spawn")  # a fork after the GEMM warm-up inherits a busy OpenMP pool and hangs
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, args))
-    proc.start()
-    result = parent.recv()
-    proc.join()
-    if "error" in result:
-        raise RuntimeError(f"case {args[:2]} failed: {result['error']}")
-    return result
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pipes, procs = [], []
+    for rank in range(ranks):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_child, args=(child, rank, ranks, port, device, args))
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    results = [p.recv() for p in pipes]
+    for proc in procs:
+        proc.join()
+    for result in results:
+        if "error" in result:
+            raise RuntimeError(f"case {args[:3]} failed: {result['error']}")
+    return results[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after one warm-up step)")
-    parser.add_argument("--big-grid", default="30x60", help="grid of the 1.3B-style case (multiple of 30×30)")
+    parser.add_argument("--device", choices=["cpu", "cuda", "xpu"], default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of a one-rank case")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after two warm-up steps)")
     parser.add_argument("--cases", default="small,block1.3b")
+    parser.add_argument("--variants", default="eager,compiled,checkpointed")
+    parser.add_argument("--precisions", default="auto", help="fp32,bf16 (auto: see above)")
+    parser.add_argument("--big-grid", default="30x60", help="grid of the 1.3B-style case (multiple of 30×30)")
+    parser.add_argument("--big-depth", type=int, default=2, help="blocks of the 1.3B-style case")
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 steps even without native bf16")
-    parser.add_argument("--profile", action="store_true", help="print the top ops of one fp32 step per case")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of one step per case")
     args = parser.parse_args()
-    big_grid = tuple(int(v) for v in args.big_grid.split("x"))
+    os.environ["DS_ACCELERATOR"] = args.device  # before DeepSpeed picks one; children inherit it
+    big = (*(int(v) for v in args.big_grid.split("x")), args.big_depth)
+    on_cpu = args.device == "cpu"
     torch.set_num_threads(args.threads)
     register_cpu_sdpa_flops()
 
-    rate = {"fp32": gemm_rate(torch.float32), "bf16": gemm_rate(torch.bfloat16)}
-    precisions = ["fp32", "bf16"] if native_bf16() or args.force_bf16 else ["fp32"]
-    print(f"threads {args.threads}; native bf16 (amx_bf16/avx512_bf16): {native_bf16()}")
-    print(f"GEMM: fp32 {rate['fp32'] / 1e9:.1f} GFLOP/s, bf16 {rate['bf16'] / 1e9:.1f} GFLOP/s "
-          f"(bf16/fp32 {rate['bf16'] / rate['fp32']:.2f})")
+    if args.precisions != "auto":
+        precisions = args.precisions.split(",")
+    elif on_cpu:
+        precisions = ["fp32", "bf16"] if native_bf16() or args.force_bf16 else ["fp32"]
+    else:
+        precisions = ["bf16"]
+    unit, scale = ("GFLOP/s", 1e9) if on_cpu else ("TFLOP/s", 1e12)
+    print(f"device {accelerator().device_name()}" + (f"; threads {args.threads}; native bf16 (amx_bf16/avx512_bf16): "
+                                                    f"{native_bf16()}" if on_cpu else ""))
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        stores = {"small": make_store(Path(tmp) / "small.zarr", 32, 64)}
-        if "block1.3b" in args.cases:
-            stores["block1.3b"] = make_store(Path(tmp) / "big.zarr", *big_grid)
+        stores = {}
         for name in args.cases.split(","):
-            res = {}
-            for prec in precisions:
-                res[prec] = in_child(name, f"zero1_{prec}", str(stores[name]), f"{tmp}/{name}_{prec}", big_grid,
-                                     args.steps, args.threads, args.profile and prec == "fp32")
-                if res[prec]["profile"]:
-                    print(f"\n== {name} {prec}: top ops of one step ==\n{res[prec]['profile']}")
-            rows.append((name, res))
+            grid = big[:2] if name == "block1.3b" else (32, 64)
+            if grid not in stores:
+                stores[grid] = make_store(Path(tmp) / f"{grid[0]}x{grid[1]}.zarr", *grid)
+            for variant, prec in itertools.product(args.variants.split(","), precisions):
+                threads = 1 if name == "demo" else args.threads
+                ranks = case_config(name, variant, Path(tmp), Path(tmp), big)[2]
+                start = time.perf_counter()
+                r = in_children(ranks, args.device, name, variant, prec, str(stores[grid]),
+                                f"{tmp}/{name}_{variant}_{prec}", big, args.steps, threads, args.profile)
+                r["total_s"] = time.perf_counter() - start
+                if r["profile"]:
+                    print(f"\n== {name} {variant} {prec}: top ops of one step ==\n{r['profile']}", flush=True)
+                rows.append((name, variant, prec, r))
 
-    print(f"\n{'case':<10} {'params':>8} {'prec':>5} {'step s':>8} {'GFLOP/s':>8} {'/fp32 GEMM':>10} "
-          f"{'/own GEMM':>9} {'bf16 speed-up':>13} {'count/model':>11} {'peak RSS GiB':>12}  losses")
-    for name, res in rows:
-        for prec, r in res.items():
-            achieved = r["flops"] / r["step_s"]
-            speed = f"{res['fp32']['step_s'] / r['step_s']:.2f}" if prec == "bf16" else ""
-            losses = " ".join(f"{x:.4f}" for x in r["loss"])
-            print(f"{name:<10} {r['params'] / 1e6:>7.2f}M {prec:>5} {r['step_s']:>8.3f} {achieved / 1e9:>8.1f} "
-                  f"{achieved / rate['fp32']:>10.2f} {achieved / rate[prec]:>9.2f} {speed:>13} "
-                  f"{r['counted'] / r['flops']:>11.3f} {r['rss_gib']:>12.2f}  {losses}")
-    if "bf16" not in precisions:
+    print(f"\n{'case':<10} {'variant':<12} {'prec':>4} {'params':>8} {'step s':>8} {'model ' + unit:>14} "
+          f"{'hw ' + unit:>11} {'GEMM':>7} {'/GEMM':>6} {'hw/GEMM':>7} {'/fp32 GEMM':>10} {'samples/min':>11} "
+          f"{'peak GiB':>8} {'count/model':>11} {'case s':>7}  losses")
+    for name, variant, prec, r in rows:
+        model, hw, rate = r["flops"] / r["step_s"], r["hw_flops"] / r["step_s"], r["rate"]
+        losses = " ".join(f"{x:.4f}" for x in r["loss"])
+        print(f"{name:<10} {variant:<12} {prec:>4} {r['params'] / 1e6:>7.2f}M {r['step_s']:>8.3f} "
+              f"{model / scale:>14.2f} {hw / scale:>11.2f} {rate[prec] / scale:>7.1f} {model / rate[prec]:>6.2f} "
+              f"{hw / rate[prec]:>7.2f} "
+              f"{model / rate['fp32']:>10.2f} {60 * r['samples'] / r['step_s']:>11.0f} {r['peak_gib']:>8.2f} "
+              f"{r['counted'] / r['flops']:>11.3f} {r['total_s']:>7.0f}  {losses}")
+    if on_cpu and args.precisions == "auto" and "bf16" not in precisions:
         print("\nbf16 steps skipped: this CPU has no native bf16 (see the GEMM ratio); --force-bf16 runs them")
-    print("\ngoals: fp32 ≥ 0.50 of the fp32 GEMM rate; bf16 ≥ 1.5× faster than fp32 where bf16 is native "
-          f"(native here: {native_bf16()})")
+    print(f"\nGEMM: the device's {unit} in that precision, measured by each case just before and after its timed steps "
+          "(the demo: the sum of its ranks, one thread each); /GEMM: the job's model FLOP/s ÷ it; hw: with the "
+          "recomputed forward of checkpointed blocks.")
 
 
 if __name__ == "__main__":

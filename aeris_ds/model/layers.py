@@ -79,5 +79,5 @@ def init_zero(module: nn.Linear) -> nn.Linear:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: per-sample shift/scale of a normalised [B, T, D] tensor."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """adaLN: per-sample shift/scale of a normalised [B, T, D] tensor (one fused multiply-add)."""
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])

@@ -43,6 +43,7 @@ def _all_to_all(x: torch.Tensor, send_counts: list[int], recv_counts: list[int],
     return out
 
 
+@torch.compiler.disable  # a compiled block runs its collective eagerly, between two compiled graphs
 def all_to_all(x: torch.Tensor, send_counts: list[int], recv_counts: list[int],
                group: dist.ProcessGroup, axis_of_peer: list[str]) -> torch.Tensor:
     """Send ``send_counts[r]`` leading rows of ``x`` to group rank r; receive ``recv_counts[r]`` from it."""

@@ -5,6 +5,7 @@
     aeris-ds data stats --store PATH          normalization statistics of the training split
     aeris-ds data verify STORE                read every chunk; report each damaged one
     aeris-ds ingest FILE... --out STORE       ERA5 GRIB/netCDF → WeatherBench2-schema zarr
+    aeris-ds rechunk SRC DST [--config YAML]  whole-globe chunks (WB2 stores) → our sharded layout
     aeris-ds train --config small             train (also under `deepspeed` / `torchrun`)
     aeris-ds checkpoint convert RUN           layout-independent (universal) form of the last checkpoint
     aeris-ds forecast --weights W --lead 10d  ensemble rollouts streamed to zarr
@@ -26,6 +27,7 @@ COMMANDS = {
     "forecast": "aeris_ds.forecast.driver",
     "evaluate": "aeris_ds.evaluate.cli",
     "ingest": "aeris_ds.data.ingest",
+    "rechunk": "aeris_ds.data.rechunk",
     "plan": "aeris_ds.perf.plan",
     "demo": "aeris_ds.demo",
     "checkpoint": "aeris_ds.elastic",

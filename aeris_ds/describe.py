@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aeris_ds.config import ExperimentConfig
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.perf.flops import memory_per_rank, parameter_counts, step_flops
@@ -26,7 +28,34 @@ def describe(cfg: ExperimentConfig) -> str:
         f"FLOPs         {_si(step_flops(cfg))}FLOP per sample (forward + backward, matmuls)",
         f"memory/rank   {memory_per_rank(cfg).describe()} (bf16, ZeRO-1, micro-batch 1, busiest stage)",
     ]
+    if cfg.data.store and Path(cfg.data.store).exists():
+        lines += _store_lines(cfg)
     return "\n".join(lines)
+
+
+def _store_lines(cfg: ExperimentConfig) -> list[str]:
+    """How the reader sees the configured store: grid adaptation, chunking, splits (metadata only)."""
+    from aeris_ds.data.rechunk import read_amplification
+    from aeris_ds.data.source import WeatherSource
+    from aeris_ds.data.splits import split_spec
+
+    src = WeatherSource(cfg.data.store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
+    name = (cfg.data.atmospheric + cfg.data.surface)[0]
+    arr, dims = src.arrays[name], src.ds[name].dims
+    chunk = (arr.chunks[dims.index("latitude")], arr.chunks[dims.index("longitude")])
+    grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, cfg.layout.wp, cfg.layout.sp,
+                      cfg.layout.window_assignment, cfg.model.lat_mode)
+    rows, cols, _ = grid.read_block(0, 0)
+    waste = read_amplification(chunk, (arr.shape[dims.index("latitude")], arr.shape[dims.index("longitude")]),
+                               src.grid.rows[rows], src.grid.cols[cols])
+    splits = []
+    for split in ("train", "valid", "test"):
+        found = split_spec(split, cfg.data.splits, src.ds.attrs)
+        splits.append(f"{split} {found[0]} ({found[1]})" if found else f"{split} missing")
+    return [f"store         {cfg.data.store}: zarr v{arr.metadata.zarr_format}, {len(src.times)} times, chunks "
+            f"{chunk[0]}×{chunk[1]} lat×lon: rank 0 decodes {waste:.1f}× its share",
+            f"data grid     {src.grid.description} [data.grid_adapt {cfg.data.grid_adapt}]",
+            f"splits        {'; '.join(splits)}"]
 
 
 def _si(x: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from wb2 import N_LON, tree_hash, wb2_dataset, write_wb2
 
 from aeris_ds.config import load_config
 from aeris_ds.data import schema, solar
@@ -17,7 +18,6 @@ from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import compute_stats
 from aeris_ds.errors import DataError
-from tests.wb2 import N_LON, tree_hash, wb2_dataset, write_wb2
 
 SPLITS = {"train": "2000-01-01/2000-01-04", "valid": "2000-01-05/2000-01-05", "test": "2000-01-06/2000-01-06"}
 KINDS = {"descending": (True, False), "ascending_lon180": (False, True)}
@@ -119,3 +119,12 @@ def test_grid_adapt_modes():
 def test_a_grid_that_does_not_fit_names_the_setting(stores):
     with pytest.raises(ValueError, match=r"store 33×64 → model 33×64 .* config grid is 32×64 .*grid_adapt"):
         WeatherSource(stores["descending"], _cfg(stores["descending"], "none").data, grid=(32, N_LON))
+
+
+def test_info_reports_the_adaptation_and_the_splits(stores):
+    from aeris_ds.describe import describe
+
+    text = describe(_cfg(stores["descending"]).model_copy(update={"layout": load_config("tiny").layout}))
+    assert "store 33×64 → model 32×64 (latitude descending → ascending, rows cropped) [data.grid_adapt crop]" in text
+    assert "train 2000-01-01/2000-01-04 (data.splits.train)" in text
+    assert "chunks 33×64 lat×lon: rank 0 decodes 1.0× its share" in text

@@ -14,6 +14,7 @@ import torch
 
 from aeris_ds.config import ExperimentConfig
 from aeris_ds.data.forcings import Forcings
+from aeris_ds.data.rechunk import warn_if_wasteful
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import Stats
 from aeris_ds.diffusion.trigflow import noisy_input, sample_time, velocity_target
@@ -41,6 +42,7 @@ class TrainingExamples:
             raise ValueError(f"window grid {grid.lat}×{grid.lon} does not match the store's grid "
                              f"{len(source.lat)}×{len(source.lon)} ({source.path})")
         self.rows, self.cols, self.take = grid.read_block(wp, sp)
+        warn_if_wasteful(source, self.rows, self.cols)
         if cfg.data.preload:
             source.preload(self.rows, self.cols)
         self.forcings = Forcings(source, cfg.data.forcings, self.rows, self.cols)

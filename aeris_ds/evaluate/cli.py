@@ -11,6 +11,7 @@ import xarray as xr
 from aeris_ds.errors import ConfigError, DataError
 from aeris_ds.evaluate import plots
 from aeris_ds.evaluate.baselines import align_truth, climatology_forecast, compute_climatology, valid_times
+from aeris_ds.evaluate.climatology_store import load_climatology
 from aeris_ds.evaluate.inputs import load_inputs
 from aeris_ds.evaluate.scorecard import rank_histograms, score, write_scorecard
 from aeris_ds.evaluate.stability import LONG_LEAD_DAYS, stability_report
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aeris-ds evaluate", description=__doc__)
     p.add_argument("forecast", help="forecast zarr store (WB2 layout: time, prediction_timedelta, number, …)")
     p.add_argument("--truth", required=True, help="truth zarr store (time, [level], latitude, longitude)")
+    p.add_argument("--climatology", metavar="STORE",
+                   help="a WeatherBench2-layout climatology (dims dayofyear, hour) instead of one fitted on the truth")
     p.add_argument("--climatology-from", metavar="START/END",
                    help="truth period for the climatology (default: all truth before the first init time)")
     p.add_argument("--climatology-window-days", type=int, default=15,
@@ -89,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     """Check the inputs, score, and write the scorecard and plots into ``--out`` in one rename."""
     args = _parser().parse_args(argv)
     inputs = load_inputs(args.forecast, args.truth, args.variables, args.levels, args.partial)
-    check_output(args.out, KIND, inputs=[args.forecast, args.truth], overwrite=args.overwrite)
+    check_output(args.out, KIND, inputs=[args.forecast, args.truth, *filter(None, [args.climatology])],
+                 overwrite=args.overwrite)
     forecast, variables = inputs.forecast, inputs.variables
-    split = _climatology_split(inputs.truth, forecast, args.climatology_from)
+    stored = load_climatology(args.climatology, variables, forecast) if args.climatology else None
+    split = (inputs.truth.isel({TIME: slice(0, 0)}) if stored is not None
+             else _climatology_split(inputs.truth, forecast, args.climatology_from))
     # Only the truth times used, loaded once, in float64 like the forecast.
     truth = inputs.truth.sel({TIME: _times(forecast, split, args.climatology_window_days)}).load()
     truth = truth.astype(np.float64)
-    climatology = compute_climatology(truth.sel({TIME: truth[TIME].isin(split[TIME])}),
-                                      window_days=args.climatology_window_days,
-                                      days=valid_times(forecast).dt.dayofyear.values.ravel())
+    climatology = stored.astype(np.float64) if stored is not None else compute_climatology(
+        truth.sel({TIME: truth[TIME].isin(split[TIME])}), window_days=args.climatology_window_days,
+        days=valid_times(forecast).dt.dayofyear.values.ravel())
     if inputs.note:
         print(inputs.note)
     fc = forecast.sel({LEVEL: inputs.levels} if inputs.levels is not None else {}).load()  # read once

@@ -1,10 +1,12 @@
 """The forecast and truth that ``aeris-ds evaluate`` scores, checked before anything is computed or written.
 
 Checks, each a one-line ``DataError`` naming the store: variables and levels present in both; the same grid
-(latitude/longitude values, not just an overlap); the member dimension named ``number``, ``member`` or
-``realization`` (renamed to ``number``); no other dimensions; a complete forecast, from its progress record
-``completed_steps`` (or, when asked, only its leading lead times that every member completed); every init and
-valid time present in the truth. Fields are scored in float64 whatever the stores hold.
+(latitude/longitude values, not just an overlap; a truth whose grid holds the forecast's in another
+orientation or with more rows, as the reader's ``data.grid_adapt`` sees it, is first put on the forecast's);
+the member dimension named ``number``, ``member`` or ``realization`` (renamed to ``number``); no other
+dimensions; a complete forecast, from its progress record ``completed_steps`` (or, when asked, only its
+leading lead times that every member completed); every init and valid time present in the truth. Fields are
+scored in float64 whatever the stores hold.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from aeris_ds.data.grid_adapt import select_grid
 from aeris_ds.data.schema import open_store
 from aeris_ds.errors import DataError, MissingPathError
 from aeris_ds.evaluate.baselines import _require_times as require_times
@@ -136,6 +139,10 @@ def load_inputs(forecast_path: str | Path, truth_path: str | Path, variables: li
             raise DataError(f"{what} {path} lacks variable(s) {missing}; it has {sorted(map(str, have))}")
     _check_dims(forecast, variables, (TIME, LEAD, MEMBER, LEVEL, *GRID), "forecast", forecast_path)
     _check_dims(truth, variables, (TIME, LEVEL, *GRID), "truth", truth_path)
+    try:  # latitude reversed, longitude in [-180, 180), poles cropped: the reader's view of the truth
+        truth = select_grid(truth, forecast["latitude"].values, forecast["longitude"].values)
+    except KeyError:
+        pass  # a grid that does not hold the forecast's: _check_grid names the difference
     forecast = _check_grid(forecast, truth, forecast_path, truth_path)
     levels = _check_levels(forecast, truth, levels, forecast_path, truth_path, variables)
     forecast, note = _completed(forecast, forecast_path, partial)

@@ -43,11 +43,24 @@ class Forecaster:
         model, routing = single_process_model(cfg, self.source.lat, self.source.lon)
         self.model = model.eval()
         self.ids = routing.home_ids  # token order of a state: grid ids, window-major
+        self.real = self.source.grid.real  # model rows that are store rows; forecasts hold only these
+        self.fill = self._padding_fill()
         load_into(self.model, saved["ema" if use_ema else "params"], weights)
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)
         self.sampler = sampler
         self.lead = np.timedelta64(cfg.data.lead_hours, "h")
+
+    def _padding_fill(self) -> torch.Tensor | None:
+        """Token → token it copies (padding rows repeat the edge row, as the reader pads); None without padding."""
+        n_lat, n_lon = self.cfg.grid.lat, self.cfg.grid.lon
+        if (self.real.start, self.real.stop) == (0, n_lat):
+            return None
+        row_of = np.clip(np.arange(n_lat), self.real.start, self.real.stop - 1)
+        copied = (row_of[:, None] * n_lon + np.arange(n_lon)).ravel()  # grid id → grid id it copies
+        position = np.empty(self.ids.size, np.int64)
+        position[self.ids] = np.arange(self.ids.size)
+        return torch.from_numpy(position[copied[self.ids]])
 
     def to_tokens(self, field: np.ndarray) -> torch.Tensor:
         """[C, lat, lon] → [T, C] in the model's token order."""
@@ -68,7 +81,8 @@ class Forecaster:
                 return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
 
             tendency = sample(velocity, noise, self.sampler, generator=list(generators))
-            return state + tendency * self.tendency_scale
+            new = state + tendency * self.tendency_scale
+            return new if self.fill is None else new[:, self.fill]
 
         return step
 
@@ -77,7 +91,7 @@ class Forecaster:
         phys = (states * self.std + self.mean).numpy()
         grid = np.empty((states.shape[0], states.shape[2], self.cfg.grid.lat * self.cfg.grid.lon), np.float32)
         grid[:, :, self.ids] = phys.transpose(0, 2, 1)
-        grid = grid.reshape(states.shape[0], states.shape[2], self.cfg.grid.lat, self.cfg.grid.lon)
+        grid = grid.reshape(states.shape[0], states.shape[2], self.cfg.grid.lat, self.cfg.grid.lon)[:, :, self.real]
         out, c, n_lev = {}, 0, len(self.cfg.data.levels)
         for name in self.cfg.data.atmospheric:
             out[name], c = grid[:, c:c + n_lev], c + n_lev
@@ -140,7 +154,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
         with writing(out, KIND) as tmp:
             fc_store = ForecastStore.create(
                 tmp, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
-                fc.source.lat, fc.source.lon,
+                fc.source.lat[fc.real], fc.source.lon,
                 attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(sampler), "seed": seed,
                        "ema": use_ema, "truth": str(store)})
             fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))

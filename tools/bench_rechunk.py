@@ -1,5 +1,6 @@
 """Rechunk throughput: `aeris-ds rechunk` of a WeatherBench2-layout store (zarr v2, whole-globe chunks of one
-time) against a plain xarray read of the same store, measured in the same run, as MB/s of decoded float32.
+time) against a plain xarray read of the same store and a write_store of it from memory, measured in the same run,
+as MB/s of decoded float32.
 
     python tools/bench_rechunk.py [--lat 121 --lon 240 --levels 13 --times 24] [--config]
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from aeris_ds.config import load_config
 from aeris_ds.data.rechunk import rechunk
-from aeris_ds.data.schema import open_store
+from aeris_ds.data.schema import open_store, write_store
 from aeris_ds.data.synthetic import synthetic_dataset
 
 LEVELS13 = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
@@ -45,8 +46,11 @@ def main() -> None:
         ds.to_zarr(src, zarr_format=2, consolidated=True, encoding=enc)
         mb = sum(v.nbytes for v in ds.data_vars.values()) / 2**20
         tick = time.perf_counter()
-        open_store(src).load()
+        loaded = open_store(src).load()
         read_s = time.perf_counter() - tick
+        tick = time.perf_counter()
+        write_store(loaded.sortby("latitude"), tmp / "direct.zarr")
+        write_s = time.perf_counter() - tick
         cfg = None
         if a.config:
             rows = a.lat - a.lat % 8
@@ -57,6 +61,7 @@ def main() -> None:
         rechunk_s = time.perf_counter() - tick
         print(f"store {a.times} times × {a.lat}×{a.lon}, {a.levels} levels: {mb:.0f} MB of float32")
         print(f"xarray read     {mb / read_s:8.1f} MB/s  ({read_s:.2f} s)")
+        print(f"write_store     {mb / write_s:8.1f} MB/s  ({write_s:.2f} s)  (our layout, from memory)")
         print(f"aeris-ds rechunk{mb / rechunk_s:8.1f} MB/s  ({rechunk_s:.2f} s)  ratio {read_s / rechunk_s:.2f} "
               f"of the read ({'config, crop, 8×8 chunks' if cfg else 'all variables, default chunks'})")
     sys.stdout.flush()

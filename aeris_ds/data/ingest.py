@@ -211,7 +211,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="select one ensemble member (default: keep the 'number' dim)")
     p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
     p.add_argument("--times-per-shard", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode files in this many processes and stream them into the store in time order, "
+                        "resumably (many monthly files; data/ingest_many.py)")
     a = p.parse_args(argv)
+    if a.workers:
+        from aeris_ds.data.ingest_many import ingest_many
+
+        print(ingest_many(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, workers=a.workers))
+        return
     print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles,
                  times_per_shard=a.times_per_shard, overwrite=a.overwrite))
 

@@ -22,8 +22,10 @@ import xarray as xr
 from tqdm import tqdm
 
 from aeris_ds.data import schema
-from aeris_ds.data.ingest import _GRIB_SUFFIXES, convert
+from aeris_ds.data.ingest import _GRIB_SUFFIXES, KIND, convert
 from aeris_ds.data.rechunk import write_slab
+from aeris_ds.errors import DataError
+from aeris_ds.outputs import check_output, mark
 
 DONE_ATTR = "ingest_done_times"  # times of the store written completely (a killed append may leave more)
 
@@ -75,7 +77,8 @@ def ingest_many(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, m
     """Streams ``paths`` into the store ``out`` (created, or extended in time); returns ``out``."""
     paths, out = [Path(p) for p in paths], Path(out)
     workers = workers or min(len(paths), os.cpu_count() or 1)
-    target = out if out.exists() else out.with_name(f".{out.name}.partial")
+    extend = check_output(out, KIND, inputs=paths, resumable=True)  # new, or an ingested store to extend
+    target = out if extend else out.with_name(f".{out.name}.partial")
     done, last = 0, None
     if target.exists():
         have = schema.open_store(target)
@@ -93,7 +96,10 @@ def ingest_many(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, m
             while len(pending) > workers or (pending and batch is todo[-1]):
                 done, last = _append(target, pending, done, last, bar)
         bar.close()
+    if not target.exists():
+        raise DataError(f"no fields in {len(paths)} file(s) for {out}")
     if target != out:
+        mark(target, KIND)
         os.replace(target, out)
     return out
 

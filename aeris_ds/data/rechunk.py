@@ -25,7 +25,9 @@ from aeris_ds.config import ExperimentConfig, load_config
 from aeris_ds.data import schema
 from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.errors import MissingPathError, OutputError
+from aeris_ds.outputs import check_output, mark
 
+KIND = "rechunk"  # the output kind (aeris_ds.outputs)
 DONE_ATTR = "rechunk_done_times"  # times of DST written completely (a killed append may leave more)
 _STATIC_EXTRA = ("toa_incident_solar_radiation",)
 
@@ -60,14 +62,13 @@ def rechunk(src: str | os.PathLike, dst: str | os.PathLike, cfg: ExperimentConfi
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise MissingPathError(f"rechunk source {src} does not exist")
-    if dst.exists():
-        raise OutputError(f"{dst} exists: rechunk never overwrites; choose another destination")
-    if dst.resolve().is_relative_to(src.resolve()):
-        raise OutputError(f"{dst} lies inside the source {src}")
+    check_output(dst, KIND, inputs=[src])  # never over an existing path, never inside the source
     view, inner = model_view(schema.open_store(src), cfg)
     timed = [n for n in view.data_vars if "time" in view[n].dims]
     per_time = sum(view[n].dtype.itemsize * view[n].size // view.sizes["time"] for n in timed)
     slab = max(1, int(memory_mb * 2**20 // per_time))
+    # The shards the whole store would get from write_store (slabs only bound the memory).
+    _, per_shard = schema._time_blocks(view, inner or schema._DEFAULT_INNER_CHUNKS, None)
     partial = dst.with_name(f".{dst.name}.partial")
     done = _resume_point(partial, view)
     total = view.sizes["time"]
@@ -75,10 +76,11 @@ def rechunk(src: str | os.PathLike, dst: str | os.PathLike, cfg: ExperimentConfi
         while done < total:
             stop = min(total, done + slab)
             part = view.isel(time=slice(done, stop)).load()
-            write_slab(part, partial, done, inner)
+            write_slab(part, partial, done, inner, per_shard)
             schema.update_attrs(partial, {DONE_ATTR: stop})
             bar.update(stop - done)
             done = stop
+    mark(partial, KIND)
     os.replace(partial, dst)
     return dst
 
@@ -96,10 +98,11 @@ def _resume_point(partial: Path, view: xr.Dataset) -> int:
     return done
 
 
-def write_slab(part: xr.Dataset, partial: Path, start: int, inner: dict[str, int] | None) -> None:
+def write_slab(part: xr.Dataset, partial: Path, start: int, inner: dict[str, int] | None = None,
+               times_per_shard: int | None = None) -> None:
     """First slab creates the store; later ones append, or overwrite times a killed append left unfinished."""
     if not partial.exists():
-        schema.write_store(part, partial, inner_chunks=inner)
+        schema.write_store(part, partial, inner_chunks=inner, times_per_shard=times_per_shard)
         return
     have = schema.open_store(partial).sizes["time"]
     written = min(have - start, part.sizes["time"])

@@ -7,6 +7,7 @@ config in ds_configs/; everything that is ours (model, grid, data, diffusion, la
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -97,9 +98,16 @@ class DataConfig(Strict):
 
 
 class DiffusionConfig(Strict):
+    """Training noise levels τ (in units of the tendency's std) and loss weights."""
+
     sigma_min: float = Field(0.2, gt=0)
     sigma_max: float = Field(500.0, gt=0)
     sigma_d: float = Field(1.0, gt=0)
+    noise_distribution: Literal["log_uniform", "log_normal"] = Field(
+        "log_uniform", description="τ log-uniform in [sigma_min, sigma_max] (AERIS), or log τ ~ N(p_mean, p_std²) "
+        "redrawn until inside that range (EDM): more weight on the middle levels")
+    p_mean: float = -1.2
+    p_std: float = Field(1.2, gt=0)
     variable_weights: dict[str, float] = {}
     level_weighting: Literal["pressure", "uniform"] = "pressure"
 
@@ -108,6 +116,34 @@ class DiffusionConfig(Strict):
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"diffusion.sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
         return self
+
+
+class SamplerConfig(Strict):
+    """Forecast sampler (aeris_ds.diffusion.sampler): Karras σ schedule, DPM-Solver++(2S), optional churn.
+
+    The schedule runs from sigma_max down to sigma_min in ``steps`` levels, then one denoising step to 0: what
+    an imperfect last step leaves is of order sigma_min, so sigma_min decides the residual small-scale noise.
+    """
+
+    steps: int = Field(10, ge=1, description="noise levels; 2·steps − 1 network evaluations")
+    sigma_max: float = 500.0
+    sigma_min: float = 0.2
+    rho: float = Field(7.0, gt=0)
+    churn: float = Field(0.0, ge=0, description="S_churn: re-noise by γ = min(churn/steps, √2 − 1) in [s_tmin, s_tmax]")
+    s_tmin: float = Field(0.0, ge=0)
+    s_tmax: float = math.inf
+    s_noise: float = Field(1.0, ge=0, description="scale of the churn noise (> 1 inflates it)")
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplerConfig:
+        if not 0.0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"sampler needs 0 < sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        return self
+
+    @property
+    def model_evaluations(self) -> int:
+        """Network evaluations per sample call: 2 per 2S step, 1 for the final step to σ = 0."""
+        return 2 * self.steps - 1
 
 
 class LayoutConfig(Strict):
@@ -145,6 +181,7 @@ class ExperimentConfig(Strict):
     grid: GridConfig = GridConfig()
     data: DataConfig = DataConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    sampler: SamplerConfig = Field(SamplerConfig(), description="the forecast's defaults for these weights")
     layout: LayoutConfig = LayoutConfig()
     train: TrainConfig = TrainConfig()
 

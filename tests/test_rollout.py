@@ -20,10 +20,13 @@ VARIABLES = {"temperature": LEVELS, "2m_temperature": None}
 SEED = 1234
 
 
-def toy_step(state: torch.Tensor, gens: Sequence[torch.Generator], k: int = 0) -> torch.Tensor:
-    """Damped linear advection plus per-member seeded noise (row b uses only gens[b])."""
+def toy_step(state: torch.Tensor, gens: Sequence[torch.Generator], valid: np.ndarray) -> torch.Tensor:
+    """Damped linear advection, a forcing of each row's valid hour, and per-member seeded noise (row b uses
+    only gens[b])."""
     noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in gens])
-    return 0.9 * state + 0.1 * torch.roll(state, 1, dims=-1) + 0.3 * noise
+    hour = torch.tensor([float((t - np.datetime64(t, "D")) / np.timedelta64(1, "h")) for t in valid])
+    forcing = 0.05 * hour.reshape(-1, *[1] * (state.dim() - 1))
+    return 0.9 * state + 0.1 * torch.roll(state, 1, dims=-1) + forcing + 0.3 * noise
 
 
 def to_physical(state: torch.Tensor) -> dict[str, np.ndarray]:
@@ -48,9 +51,14 @@ def reference(init_idx: int, member: int, n_steps: int) -> list[dict[str, np.nda
     """In-memory rollout of one member, one step at a time."""
     state, out = init_state(1), []
     for k in range(1, n_steps + 1):
-        state = toy_step(state, [member_generator(SEED, INITS[init_idx], member, k)])
+        valid = np.array([INITS[init_idx] + k * np.timedelta64(6, "h")])
+        state = toy_step(state, [member_generator(SEED, INITS[init_idx], member, k)], valid)
         out.append({name: arr[0] for name, arr in to_physical(state).items()})
     return out
+
+
+def rows(init_idx: int, *members: int) -> list[tuple[int, int]]:
+    return [(init_idx, m) for m in members]
 
 
 def read(path: Path) -> xr.Dataset:
@@ -59,7 +67,7 @@ def read(path: Path) -> xr.Dataset:
 
 def test_rollout_stream_equals_in_memory(tmp_path: Path) -> None:
     store = make_store(tmp_path / "f.zarr", n_leads=6)
-    rollout(toy_step, init_state(3), 6, store, 1, [0, 1, 2], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3), 6, store, rows(1, 0, 1, 2), to_physical, SEED, progress=False)
     ds = read(tmp_path / "f.zarr")
     for m in range(3):
         for k, fields in enumerate(reference(1, m, 6)):
@@ -72,10 +80,26 @@ def test_rollout_stream_equals_in_memory(tmp_path: Path) -> None:
 
 def test_rollout_member_independent_of_batch(tmp_path: Path) -> None:
     together, alone = make_store(tmp_path / "a.zarr", 4), make_store(tmp_path / "b.zarr", 4)
-    rollout(toy_step, init_state(3), 4, together, 0, [0, 1, 2], to_physical, SEED, progress=False)
-    rollout(toy_step, init_state(1), 4, alone, 0, [1], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3), 4, together, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(1), 4, alone, rows(0, 1), to_physical, SEED, progress=False)
     a, b = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
     xr.testing.assert_identical(a.sel(number=1), b.sel(number=1))
+
+
+def test_rollout_init_times_batched_equal_one_at_a_time(tmp_path: Path) -> None:
+    """Rows of two init times in one batch (each forced at its own valid time) give the per-init rollouts."""
+    together, apart = make_store(tmp_path / "a.zarr", 4), make_store(tmp_path / "b.zarr", 4)
+    mixed = [(1, 2), (0, 0), (1, 0), (0, 1)]
+    rollout(toy_step, init_state(4), 4, together, mixed, to_physical, SEED, progress=False)
+    for i in (0, 1):
+        members = [m for j, m in mixed if j == i]
+        rollout(toy_step, init_state(2), 4, apart, rows(i, *members), to_physical, SEED, progress=False)
+    a, b = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
+    xr.testing.assert_identical(a, b)
+    for i, m in mixed:
+        for k, fields in enumerate(reference(i, m, 4)):
+            np.testing.assert_array_equal(a["2m_temperature"][i, k, m], fields["2m_temperature"])
+    assert not np.array_equal(a["2m_temperature"][0, :, 0], a["2m_temperature"][1, :, 0])
 
 
 class Killed(Exception):
@@ -84,30 +108,30 @@ class Killed(Exception):
 
 def test_rollout_resume_after_kill_is_bitwise(tmp_path: Path) -> None:
     full = make_store(tmp_path / "full.zarr", 8)
-    rollout(toy_step, init_state(3), 8, full, 0, [0, 1, 2], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3), 8, full, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
 
     calls = 0
 
-    def dying_step(state: torch.Tensor, gens: Sequence[torch.Generator], k: int) -> torch.Tensor:
+    def dying_step(state: torch.Tensor, gens: Sequence[torch.Generator], valid: object) -> torch.Tensor:
         nonlocal calls
         calls += 1
         if calls == 4:
             raise Killed
-        return toy_step(state, gens)
+        return toy_step(state, gens, valid)
 
     path = tmp_path / "resumed.zarr"
     with pytest.raises(Killed):
-        rollout(dying_step, init_state(3), 8, make_store(path, 8), 0, [0, 1, 2], to_physical, SEED,
+        rollout(dying_step, init_state(3), 8, make_store(path, 8), rows(0, 0, 1, 2), to_physical, SEED,
                 progress=False)
     assert ForecastStore.open(path).completed(0, 1) == 3
-    rollout(toy_step, init_state(3), 8, ForecastStore.open(path), 0, [0, 1, 2], to_physical, SEED,
+    rollout(toy_step, init_state(3), 8, ForecastStore.open(path), rows(0, 0, 1, 2), to_physical, SEED,
             progress=False)
     xr.testing.assert_identical(read(tmp_path / "full.zarr"), read(path))
 
 
 def test_rollout_resume_after_kill_between_members(tmp_path: Path) -> None:
     full = make_store(tmp_path / "full.zarr", 5)
-    rollout(toy_step, init_state(3), 5, full, 0, [0, 1, 2], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3), 5, full, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
 
     path = tmp_path / "resumed.zarr"
     store = make_store(path, 5)
@@ -123,16 +147,16 @@ def test_rollout_resume_after_kill_between_members(tmp_path: Path) -> None:
 
     store.write = dying_write  # type: ignore[method-assign]
     with pytest.raises(Killed):
-        rollout(toy_step, init_state(3), 5, store, 0, [0, 1, 2], to_physical, SEED, progress=False)
+        rollout(toy_step, init_state(3), 5, store, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
     reopened = ForecastStore.open(path)
     assert [reopened.completed(0, m) for m in range(3)] == [3, 2, 2]
-    rollout(toy_step, init_state(3), 5, reopened, 0, [0, 1, 2], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3), 5, reopened, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
     xr.testing.assert_identical(read(tmp_path / "full.zarr"), read(path))
 
 
 def test_forecast_store_opens_in_wb2_layout(tmp_path: Path) -> None:
     store = make_store(tmp_path / "f.zarr", 3, grid=(5, 12))
-    rollout(toy_step, init_state(3, (5, 12)), 2, store, 0, [0, 1, 2], to_physical, SEED, progress=False)
+    rollout(toy_step, init_state(3, (5, 12)), 2, store, rows(0, 0, 1, 2), to_physical, SEED, progress=False)
     ds = xr.open_zarr(tmp_path / "f.zarr")
     assert set(ds.data_vars) == {"temperature", "2m_temperature", "completed_steps"}
     forecast_dims = ("time", "prediction_timedelta", "number")
@@ -154,17 +178,17 @@ def test_forecast_store_opens_in_wb2_layout(tmp_path: Path) -> None:
 def test_rollout_nan_names_init_member_step(tmp_path: Path) -> None:
     calls = 0
 
-    def blow_up(state: torch.Tensor, gens: Sequence[torch.Generator], k: int) -> torch.Tensor:
+    def blow_up(state: torch.Tensor, gens: Sequence[torch.Generator], valid: object) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        new = toy_step(state, gens)
+        new = toy_step(state, gens, valid)
         if calls == 3:  # step 3; all three members are still in the batch
             new[1, 0, 0, 0] = float("nan")
         return new
 
     path = tmp_path / "f.zarr"
     with pytest.raises(RolloutError, match=r"init 2020-01-03T12:00:00.*member 1, step 3") as err:
-        rollout(blow_up, init_state(3), 5, make_store(path, 5), 1, [0, 1, 2], to_physical, SEED,
+        rollout(blow_up, init_state(3), 5, make_store(path, 5), rows(1, 0, 1, 2), to_physical, SEED,
                 progress=False)
     assert err.value.failures == [(INITS[1], 1, 3)]
     ds = read(path)
@@ -184,7 +208,7 @@ def test_rollout_memory_does_not_grow_with_steps(tmp_path: Path) -> None:
         gc.collect()
         tensors_before = sum(type(o) is torch.Tensor for o in gc.get_objects())
         tracemalloc.start()
-        rollout(toy_step, init_state(2, grid), n_steps, store, 0, [0, 1], to_physical, SEED, progress=False)
+        rollout(toy_step, init_state(2, grid), n_steps, store, rows(0, 0, 1), to_physical, SEED, progress=False)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         gc.collect()
@@ -206,4 +230,4 @@ def test_forecast_store_rejects_bad_slabs(tmp_path: Path) -> None:
     with pytest.raises(IndexError, match="lead index 2"):
         store.write(0, 2, 0, good)
     with pytest.raises(ValueError, match="only 2 leads"):
-        rollout(toy_step, init_state(3), 3, store, 0, [0, 1, 2], to_physical, SEED, progress=False)
+        rollout(toy_step, init_state(3), 3, store, rows(0, 0, 1, 2), to_physical, SEED, progress=False)

@@ -159,7 +159,8 @@ def bench_store(grid: tuple[int, int], members: int, leads: int, repeats: int,
     def rolled(path: Path) -> float:
         store = ForecastStore.create(path, inits, lead_times, members, variables, lat, lon)
         start = time.perf_counter()
-        rollout(lambda x, gens, k: x.clone(), state, leads, store, 0, list(range(members)), to_physical, 0,
+        rollout(lambda x, gens, valid: x.clone(), state, leads, store, [(0, m) for m in range(members)],
+                to_physical, 0,
                 progress=False)
         return time.perf_counter() - start
 

@@ -71,9 +71,10 @@ class TrainingExamples:
         state = (x - self.mean[:, :, None]) / self.std[:, :, None]
         x0 = (y - x) / self.tend_std[:, :, None]
         rng = np.random.default_rng([self.seed, epoch, sample])
-        t = sample_time(rng, self.cfg.diffusion.sigma_min, self.cfg.diffusion.sigma_max, self.cfg.diffusion.sigma_d)
+        d = self.cfg.diffusion
+        t = sample_time(rng, d.sigma_min, d.sigma_max, d.sigma_d, d.noise_distribution, d.p_mean, d.p_std)
         z = self.noise(epoch, sample, x0.shape[0])
-        sd = self.cfg.diffusion.sigma_d
+        sd = d.sigma_d
         x_t = noisy_input(x0, z, t, sd)
         forcing = self.forcings(src.times[t0 + src.lead_steps])
         net_in = np.concatenate([x_t, state, forcing], axis=0)

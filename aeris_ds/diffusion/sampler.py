@@ -22,42 +22,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from aeris_ds.config import SamplerConfig
+
 Velocity = Callable[[Tensor, Tensor], Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Schedule and solver settings; defaults are AERIS's (10 steps over the training σ range)."""
-
-    steps: int = 10
-    sigma_max: float = 500.0
-    sigma_min: float = 0.2
-    rho: float = 7.0
-    churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = math.inf
-    s_noise: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"SamplerConfig.steps must be >= 1, got {self.steps}")
-        if not 0.0 < self.sigma_min <= self.sigma_max:
-            raise ValueError(
-                f"SamplerConfig needs 0 < sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}"
-            )
-        if self.rho <= 0 or self.churn < 0 or self.s_noise < 0:
-            raise ValueError(f"SamplerConfig needs rho > 0, churn >= 0, s_noise >= 0: {self}")
-
-    @property
-    def model_evaluations(self) -> int:
-        """Network evaluations per sample call: 2 per 2S step, 1 for the final step to σ = 0."""
-        return 2 * self.steps - 1
+__all__ = ["SamplerConfig", "karras_sigmas", "sample"]
 
 
 def karras_sigmas(cfg: SamplerConfig, dtype: torch.dtype = torch.float64) -> Tensor:

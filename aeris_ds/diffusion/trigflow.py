@@ -1,7 +1,7 @@
 """TrigFlow (Lu & Song 2024) on the normalized tendency, as AERIS trains it.
 
-x_t = cos t·x0 + sin t·σ_d·z, t = arctan(τ/σ_d) with τ log-uniform in [σ_min, σ_max]; the network F sees
-x_t/σ_d and predicts the velocity v = cos t·z − sin t·x0/σ_d. The denoised estimate is
+x_t = cos t·x0 + sin t·σ_d·z, t = arctan(τ/σ_d) with τ log-uniform in [σ_min, σ_max] (or log-normal); the
+network F sees x_t/σ_d and predicts the velocity v = cos t·z − sin t·x0/σ_d. The denoised estimate is
 x̂0 = σ_d·(cos t·x_t/σ_d − sin t·F).
 """
 
@@ -10,9 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def sample_time(rng: np.random.Generator, sigma_min: float, sigma_max: float, sigma_d: float = 1.0) -> float:
-    """t = arctan(τ/σ_d), τ log-uniform in [σ_min, σ_max]."""
-    tau = np.exp(rng.uniform(np.log(sigma_min), np.log(sigma_max)))
+def sample_time(rng: np.random.Generator, sigma_min: float, sigma_max: float, sigma_d: float = 1.0,
+                distribution: str = "log_uniform", p_mean: float = -1.2, p_std: float = 1.2) -> float:
+    """t = arctan(τ/σ_d), τ in [σ_min, σ_max]: log-uniform, or log-normal (log τ ~ N(p_mean, p_std²)) redrawn
+    until inside the range."""
+    if distribution == "log_uniform":
+        tau = np.exp(rng.uniform(np.log(sigma_min), np.log(sigma_max)))
+    elif distribution == "log_normal":
+        tau = 0.0
+        while not sigma_min <= tau <= sigma_max:
+            tau = np.exp(rng.normal(p_mean, p_std))
+    else:
+        raise ValueError(f"unknown noise distribution {distribution!r}")
     return float(np.arctan(tau / sigma_d))
 
 

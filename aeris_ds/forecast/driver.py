@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import ValidationError
 
-from aeris_ds.config import ExperimentConfig
+from aeris_ds.config import ExperimentConfig, SamplerConfig
 from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats, stats_path
-from aeris_ds.diffusion.sampler import SamplerConfig, sample
+from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, run_command
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import KIND, ForecastStore
@@ -33,9 +34,11 @@ from aeris_ds.weights import load_into, load_weights
 class Forecaster:
     """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
 
-    def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig, use_ema: bool = True):
+    def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig | None = None,
+                 use_ema: bool = True):
         saved = load_weights(weights)
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
+        self.sampler = cfg.sampler if sampler is None else sampler
         self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
         stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, cfg.name)
         self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
@@ -48,7 +51,6 @@ class Forecaster:
         load_into(self.model, saved["ema" if use_ema else "params"], weights)
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)
-        self.sampler = sampler
         self.lead = np.timedelta64(cfg.data.lead_hours, "h")
 
     def _padding_fill(self) -> torch.Tensor | None:
@@ -70,21 +72,19 @@ class Forecaster:
         field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
         return (self.to_tokens(field) - self.mean) / self.std
 
-    def step_fn(self, init_time: np.datetime64):
-        """The rollout step for one init time: state_k = state_{k−1} + sampled tendency."""
+    def step(self, state: torch.Tensor, generators, valid_times: np.ndarray) -> torch.Tensor:
+        """The rollout step for a batch of rows: state_k = state_{k−1} + sampled tendency, each row forced at
+        its own valid time (rows may belong to different init times)."""
+        times, which = np.unique(valid_times, return_inverse=True)
+        forcing = torch.stack([self.to_tokens(self.forcings(t)) for t in times])[torch.from_numpy(which)]
+        noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in generators])
 
-        def step(state: torch.Tensor, generators, k: int) -> torch.Tensor:
-            forcing = self.to_tokens(self.forcings(init_time + k * self.lead)).expand(state.shape[0], -1, -1)
-            noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in generators])
+        def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
 
-            def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
-
-            tendency = sample(velocity, noise, self.sampler, generator=list(generators))
-            new = state + tendency * self.tendency_scale
-            return new if self.fill is None else new[:, self.fill]
-
-        return step
+        tendency = sample(velocity, noise, self.sampler, generator=list(generators))
+        new = state + tendency * self.tendency_scale
+        return new if self.fill is None else new[:, self.fill]
 
     def to_physical(self, states: torch.Tensor) -> dict[str, np.ndarray]:
         """[B, T, C] normalised tokens → WB2 variables [B, (level,) lat, lon] in physical units."""
@@ -102,6 +102,19 @@ class Forecaster:
     def variables(self) -> dict[str, list[int] | None]:
         d = self.cfg.data
         return {**{v: list(d.levels) for v in d.atmospheric}, **{v: None for v in d.surface}}
+
+
+def sampler_overrides(weights: str | Path, text: str) -> SamplerConfig | None:
+    """The sampler saved with the weights, with ``key=value,…`` overrides; None when there are none."""
+    items = dict(part.split("=", 1) if "=" in part else (part, "") for part in filter(None, text.split(",")))
+    if not items:
+        return None
+    saved = load_weights(weights)["meta"]["config"].get("sampler", {})
+    try:
+        return SamplerConfig(**{**saved, **items})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"--sampler {text!r}: {problems}") from None
 
 
 def parse_lead(text: str) -> np.timedelta64:
@@ -131,11 +144,12 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
 
 
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
-                 lead: str, sampler: SamplerConfig, seed: int = 0, use_ema: bool = True,
-                 progress: bool = True, overwrite: bool = False) -> Path:
-    """Create (or resume) the forecast store and roll out this rank's members for every init time.
+                 lead: str, sampler: SamplerConfig | None = None, seed: int = 0, use_ema: bool = True,
+                 progress: bool = True, overwrite: bool = False, batch: int = 64) -> Path:
+    """Create (or resume) the forecast store and roll out this rank's share of the (init, member) rows.
 
     ``out`` must be new or a forecast store (resumed; replaced with ``overwrite``), never an input.
+    ``sampler`` None: the sampler settings saved with the weights (their config's ``sampler`` section).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     lead_td = parse_lead(lead)  # a wrong --lead is reported before anything is read
@@ -155,7 +169,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
             fc_store = ForecastStore.create(
                 tmp, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
                 fc.source.lat[fc.real], fc.source.lon,
-                attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(sampler), "seed": seed,
+                attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(fc.sampler), "seed": seed,
                        "ema": use_ema, "truth": str(store)})
             fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
     if dist.is_initialized():
@@ -164,13 +178,12 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     if len(fc_store.init_times) != len(inits) or len(fc_store.leads) < n_steps or fc_store.members != members:
         raise OutputError(f"{out} was created for another forecast (inits, leads or members differ): choose "
                           "another --out, or pass --overwrite to replace it")
-    mine = list(range(rank, members, world))
-    for i, t in enumerate(inits):
-        if not mine:
-            break
-        state = fc.initial_state(t).expand(len(mine), -1, -1).contiguous()
-        rollout(fc.step_fn(fc.source.times[t]), state, n_steps, fc_store, i, mine, fc.to_physical, seed,
-                progress=progress and rank == 0)
+    # (init, member) rows round-robin over the ranks, rolled out ``batch`` rows at a time
+    rows = [(i, m) for i in range(len(inits)) for m in range(members)][rank::world]
+    for a in range(0, len(rows), batch):
+        chunk = rows[a:a + batch]
+        state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
+        rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
     if dist.is_initialized():
         dist.barrier()
     return out
@@ -187,8 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/forecast.zarr",
                    help="new zarr store, or a forecast store to resume (never a run folder or the data store)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing forecast store at --out")
-    p.add_argument("--sampler-steps", type=int, default=10)
-    p.add_argument("--churn", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=64, help="(init, member) rows per network call on a rank")
+    p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
+                   help="override the sampler settings saved with the weights, e.g. steps=5,sigma_min=0.02,churn=1 "
+                        f"(keys: {', '.join(SamplerConfig.model_fields)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
@@ -197,8 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     try:
         out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
-                           SamplerConfig(steps=args.sampler_steps, churn=args.churn), args.seed, not args.no_ema,
-                           overwrite=args.overwrite)
+                           sampler_overrides(args.weights, args.sampler), args.seed, not args.no_ema,
+                           overwrite=args.overwrite, batch=args.batch)
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"forecast written to {out}")
     finally:

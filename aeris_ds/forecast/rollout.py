@@ -1,13 +1,13 @@
 """Autoregressive ensemble rollout, streamed step by step to a ForecastStore and resumable.
 
-The driver knows nothing about the network: ``step_fn(state[M, ...], generators, k) -> state[M, ...]``
-advances a batch of members from step k − 1 to step k (k tells the
-valid time of the forcings) (the caller wraps sampler + network + residual update) and
-must draw row b's randomness from ``generators[b]`` only. Each generator is seeded from
-(seed, init time, member, step) alone, so a member's trajectory does not depend on which members
-share its batch, on history, or on whether the run was interrupted: a resumed run reproduces the
+The driver knows nothing about the network: ``step_fn(state[B, ...], generators, valid_times) -> state[B, ...]``
+advances a batch of rows — (init time, member) pairs, any mix of init times — from step k − 1 to step k;
+``valid_times[b]`` (init + k·Δt) gives row b's forcings. The caller wraps sampler + network + residual update,
+and step_fn must draw row b's randomness from ``generators[b]`` only. Each generator is seeded from
+(seed, init time, member, step) alone, so a member's trajectory does not depend on which rows share its
+batch, on history, or on whether the run was interrupted: a resumed run reproduces the
 uninterrupted one bit for bit, provided step_fn's arithmetic is batch-invariant (elementwise ops are;
-a GEMM may round differently for another batch size, which only happens when members were left at
+a GEMM may round differently for another batch size, which only happens when rows were left at
 different steps).
 
 Resume state: the model state after each step is kept losslessly in the store (``save_state``, raw
@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from aeris_ds.forecast.store import ForecastStore
 
-StepFn = Callable[[Tensor, Sequence[torch.Generator], int], Tensor]
+StepFn = Callable[[Tensor, Sequence[torch.Generator], np.ndarray], Tensor]
+Row = tuple[int, int]  # (init time index in the store, member)
 
 
 class RolloutError(RuntimeError):
@@ -68,55 +69,57 @@ def rollout(
     init_state: Tensor,
     n_steps: int,
     store: ForecastStore,
-    init_idx: int,
-    members: Sequence[int],
+    rows: Sequence[Row],
     to_physical: Callable[[Tensor], dict[str, np.ndarray]],
     seed: int,
     progress: bool = True,
 ) -> None:
-    """Advance ``members`` of one init time ``n_steps`` steps, writing each step as it is produced.
+    """Advance ``rows`` ((init index, member) pairs) ``n_steps`` steps in one batch, writing each step as
+    it is produced.
 
-    ``init_state[i]`` is member ``members[i]``'s initial model state; members already advanced in
+    ``init_state[i]`` is row ``rows[i]``'s initial model state; rows already advanced in
     the store resume from their last completed step. ``to_physical(states[B, ...])`` returns WB2
-    variables in physical units, each ``[B, ([level,] lat, lon)]``. A member whose new state is
+    variables in physical units, each ``[B, ([level,] lat, lon)]``. A row whose new state is
     non-finite stops (its earlier steps stay written); the others finish, then RolloutError is raised.
     """
-    if not members or init_state.shape[0] != len(members):
-        raise ValueError(f"init_state has {init_state.shape[0]} rows for {len(members)} members")
+    if not rows or init_state.shape[0] != len(rows):
+        raise ValueError(f"init_state has {init_state.shape[0]} rows for {len(rows)} (init, member) rows")
     if n_steps > len(store.leads):
         raise ValueError(f"{n_steps} steps but the store {store.path} has only {len(store.leads)} leads")
-    init_time = store.init_times[init_idx]
+    inits = [store.init_times[i] for i, _ in rows]
     store.ensure_state(tuple(init_state.shape[1:]), _to_numpy(init_state[:1]).dtype)
-    done = [store.completed(init_idx, m) for m in members]
+    done = [store.completed(i, m) for i, m in rows]
     states = init_state.clone()
-    for i, m in enumerate(members):
-        if done[i] > 0:
-            states[i] = _from_numpy(store.load_state(init_idx, m, done[i]), init_state)
-    alive = [True] * len(members)
+    for r, (i, m) in enumerate(rows):
+        if done[r] > 0:
+            states[r] = _from_numpy(store.load_state(i, m, done[r]), init_state)
+    alive = [True] * len(rows)
     failures: list[tuple[np.datetime64, int, int]] = []
-    steps = range(min(done) + 1, n_steps + 1)
-    for k in tqdm(steps, desc=f"init {init_time}", unit="step", disable=not progress):
-        rows = [i for i in range(len(members)) if alive[i] and done[i] < k]
-        if not rows:
+    what = f"init {inits[0]}" if len(set(inits)) == 1 else f"{len(set(inits))} inits"
+    for k in tqdm(range(min(done) + 1, n_steps + 1), desc=what, unit="step", disable=not progress):
+        live = [r for r in range(len(rows)) if alive[r] and done[r] < k]
+        if not live:
             break
-        gens = [member_generator(seed, init_time, members[i], k, states.device) for i in rows]
-        batch = states[rows]
-        new = step_fn(batch, gens, k)
+        gens = [member_generator(seed, inits[r], rows[r][1], k, states.device) for r in live]
+        valid = np.array([inits[r] + store.leads[k - 1] for r in live])
+        batch = states[live]
+        new = step_fn(batch, gens, valid)
         if new.shape != batch.shape or new.dtype != batch.dtype:
             raise ValueError(f"step_fn returned {tuple(new.shape)} {new.dtype}, "
                              f"expected {tuple(batch.shape)} {batch.dtype}")
-        finite = torch.isfinite(new.reshape(len(rows), -1)).all(dim=1).tolist()
+        finite = torch.isfinite(new.reshape(len(live), -1)).all(dim=1).tolist()
         good = [j for j, ok in enumerate(finite) if ok]
         fields = to_physical(new[good]) if good else {}
         for n, j in enumerate(good):
-            i = rows[j]
-            store.write(init_idx, k - 1, members[i], {name: arr[n] for name, arr in fields.items()})
-            store.save_state(init_idx, members[i], k, _to_numpy(new[j]))
-            store.mark_complete(init_idx, members[i], k)
-            states[i] = new[j]
+            r = live[j]
+            i, m = rows[r]
+            store.write(i, k - 1, m, {name: arr[n] for name, arr in fields.items()})
+            store.save_state(i, m, k, _to_numpy(new[j]))
+            store.mark_complete(i, m, k)
+            states[r] = new[j]
         for j, ok in enumerate(finite):
             if not ok:
-                alive[rows[j]] = False
-                failures.append((init_time, members[rows[j]], k))
+                alive[live[j]] = False
+                failures.append((inits[live[j]], rows[live[j]][1], k))
     if failures:
         raise RolloutError(failures)

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--members", type=int, default=6)
     p.add_argument("--init-times", default="test:3")
     p.add_argument("--lead", default="5d")
+    p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
+                   help="forecast sampler overrides (default: the preset's sampler section)")
     p.add_argument("--launcher", choices=["deepspeed", "torchrun"], default="deepspeed")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         with times("forecast"):
             _launch(args.nproc, "aeris_ds.forecast.driver",
                     ["--weights", str(weights), "--store", str(store), "--out", str(forecast), "--members",
-                     str(args.members), "--init-times", args.init_times, "--lead", args.lead], "torchrun")
+                     str(args.members), "--init-times", args.init_times, "--lead", args.lead,
+                     "--sampler", args.sampler], "torchrun")
         done.write_text("ok")
 
     print("[4/4] scores", flush=True)

@@ -3,6 +3,8 @@ formulas of the paper written out here."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,22 @@ def test_trigflow_sample_time_is_log_uniform_in_sigma():
     np.testing.assert_allclose(hist / len(u), 0.1, atol=0.01)
     # The same τ at σ_d = 2 gives arctan(τ/2).
     assert sample_time(np.random.default_rng(1), 0.2, 500.0, sigma_d=2.0) == pytest.approx(np.arctan(tau[0] / 2))
+
+
+def test_trigflow_sample_time_log_normal_is_truncated_normal_in_log_sigma():
+    """log τ ~ N(p_mean, p_std²) redrawn outside [σ_min, σ_max]: mean and std of the truncated normal."""
+    rng = np.random.default_rng(2)
+    lo, hi, mu, sd = 0.1, 50.0, -1.2, 1.2
+    log_tau = np.log(np.tan([sample_time(rng, lo, hi, 1.0, "log_normal", mu, sd) for _ in range(20000)]))
+    assert log_tau.min() >= np.log(lo) - 1e-9 and log_tau.max() <= np.log(hi) + 1e-9
+    a, b = (np.log(lo) - mu) / sd, (np.log(hi) - mu) / sd
+    pdf = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    z = cdf(b) - cdf(a)
+    mean = mu + sd * (pdf(a) - pdf(b)) / z
+    std = sd * math.sqrt(1 + (a * pdf(a) - b * pdf(b)) / z - ((pdf(a) - pdf(b)) / z) ** 2)
+    assert abs(log_tau.mean() - mean) < 4 * std / np.sqrt(log_tau.size)
+    assert abs(log_tau.std() / std - 1) < 0.03
+    assert abs(log_tau.std() / sd - 1) > 0.05  # the truncation is visible: not a plain normal
+    with pytest.raises(ValueError, match="noise distribution"):
+        sample_time(rng, lo, hi, 1.0, "uniform")

@@ -61,12 +61,13 @@ def test_sampler_moments_match_gaussian() -> None:
     torch.testing.assert_close(var, STD**2, rtol=1e-3, atol=0)
 
 
-def test_sampler_error_falls_at_second_order() -> None:
+@pytest.mark.parametrize("sigma_max, sigma_min", [(500.0, 0.2), (20.0, 0.003)])  # AERIS's ends; the demo's
+def test_sampler_error_falls_at_second_order(sigma_max: float, sigma_min: float) -> None:
     z = noise(500)
     steps = [4, 8, 16, 32]
     errors = []
     for n in steps:
-        cfg = SamplerConfig(steps=n)
+        cfg = SamplerConfig(steps=n, sigma_max=sigma_max, sigma_min=sigma_min)
         errors.append((sample(gaussian_velocity, z, cfg) - exact_map(z, cfg)).abs().max().item())
     slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
     assert slope <= -1.6, (slope, errors)
@@ -134,3 +135,4 @@ def test_sampler_rejects_bad_schedules() -> None:
         SamplerConfig(sigma_min=0.0)
     with pytest.raises(ValueError, match="end with 0"):
         sample(gaussian_velocity, noise(2), SamplerConfig(), sigmas=torch.tensor([10.0, 1.0]))
+

@@ -1,16 +1,16 @@
-"""Calibration table: ensemble forecasts from one set of weights under several sampler settings, scored side by side.
+"""Calibration table: ensemble forecasts from weights under several sampler settings, scored side by side.
 
     python tools/calibration.py --weights runs/demo/weights.pt --store data/heldsuarez.zarr \
         --work runs/calibration --out results/calibration --init-times test:20 --members 4 --lead 10d \
-        --variant saved= --variant sigma_min=0.02:sigma_min=0.02 --variant churn:churn=2,s_tmin=0.5,s_tmax=50
+        --variant preset= --variant aeris=steps=10,sigma_max=500,sigma_min=0.2
 
 A variant is ``NAME=KEY=VALUE,…`` (sampler keys as in the YAML's ``sampler`` section; nothing after ``=``
-keeps the sampler saved with the weights). Each forecast goes to ``<work>/<name>.zarr`` (kept: ``aeris-ds
-evaluate`` reads it for plots); the table goes to ``<out>/calibration.md`` and ``.csv``: spread/skill (with
-the finite-ensemble factor), fair CRPS, z500 RMSE ratios to persistence and climatology, the high/mid/low
-band power ratios of every variable (forecast ÷ truth zonal power; the worst over variables and levels),
-and the forecast's wall time per member-step. Several ``--weights`` (``LABEL=PATH``) are crossed with the
-variants.
+keeps the sampler saved with the weights); several ``--weights LABEL=PATH`` are crossed with the variants.
+Each forecast goes to ``<work>/<label>-<name>.zarr`` and is scored by ``aeris-ds evaluate`` (no plots) into
+``<work>/<label>-<name>.scores``; its row (one JSON in ``--out``, so runs may go in parallel) holds spread/skill
+with the finite-ensemble factor, fair CRPS, z500 RMSE ratios, each with its 90 % bootstrap interval over init
+times, the band power ratios (forecast ÷ truth zonal power, smallest–largest over variables and levels), the
+stability verdict and the forecast's wall time per member-step. ``calibration.md``/``.csv`` gather all rows.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import pandas as pd
 import xarray as xr
 
 from aeris_ds.data.schema import open_store
-from aeris_ds.evaluate.baselines import compute_climatology
-from aeris_ds.evaluate.scorecard import score, stability_report
+from aeris_ds.evaluate.cli import main as evaluate
 from aeris_ds.forecast.driver import run_forecast, sampler_overrides
 
 DAYS = (1, 3, 5, 10)
@@ -34,45 +33,49 @@ HEADLINE = (("geopotential", 500), ("temperature", 850), ("u_component_of_wind",
 SHORT = {"geopotential": "z", "temperature": "t", "u_component_of_wind": "u"}
 
 
-def _at(da: xr.DataArray, hours: float) -> float:
-    leads = da["prediction_timedelta"].values / np.timedelta64(1, "h")
-    hit = np.flatnonzero(np.isclose(leads, hours))
-    return float(da.isel(prediction_timedelta=hit[0])) if hit.size else float("nan")
+def _pick(frame: pd.DataFrame, metric: str, variable: str, level: float | None, hours: float) -> pd.Series:
+    rows = frame[(frame.system == "forecast") & (frame.metric == metric) & (frame.variable == variable)
+                 & np.isclose(frame.lead_hours, hours)]
+    rows = rows[rows.level.isna()] if level is None else rows[np.isclose(rows.level, level)]
+    return rows.iloc[0] if len(rows) else pd.Series({"value": np.nan, "lo": np.nan, "hi": np.nan})
 
 
-def summarise(fc: xr.Dataset, truth: xr.Dataset, clim: xr.Dataset) -> dict[str, float]:
-    """The table's numbers for one forecast."""
-    variables = sorted(str(v) for v in fc.data_vars if "prediction_timedelta" in fc[v].dims)
-    fc = fc[variables].load()
-    scores = score(fc, truth, clim, variables=variables)
-    row: dict[str, float] = {}
+def _cell(row: pd.Series) -> str:
+    return f"{row['value']:.3g} [{row['lo']:.3g}, {row['hi']:.3g}]"
+
+
+def summarise(scores_dir: Path) -> dict[str, object]:
+    """The table's numbers from one ``aeris-ds evaluate`` output: value [90 % interval over init times]."""
+    frame = pd.read_csv(scores_dir / "scores.csv")
+    doc = json.loads((scores_dir / "scores.json").read_text())
+    row: dict[str, object] = {}
     for name, level in HEADLINE:
-        sel = {"level": level} if "level" in scores[name].dims else {}
-        s = scores[name].sel(sel)
         for d in DAYS:
-            row[f"ssr_{SHORT[name]}{level}_{d}d"] = _at(s.sel(system="forecast", metric="spread_skill_corrected"),
-                                                        24 * d)
-    z = scores["geopotential"].sel(level=500)
-    rmse = z.sel(metric="rmse")
+            row[f"SSR corr {SHORT[name]}{level} {d}d"] = _cell(_pick(frame, "spread_skill_corrected", name, level,
+                                                                      24 * d))
     for d in (1, 3):
-        row[f"crps_z500_{d}d"] = _at(z.sel(system="forecast", metric="crps"), 24 * d)
-    for d in (1, 3, 5, 10):
-        row[f"z500_rmse/pers_{d}d"] = _at(rmse.sel(system="forecast") / rmse.sel(system="persistence"), 24 * d)
-    late = rmse["prediction_timedelta"] >= np.timedelta64(72, "h")
-    ratio_clim = (rmse.sel(system="forecast") / rmse.sel(system="climatology")).where(late)
-    row["z500_rmse/clim_max_3-10d"] = float(ratio_clim.max())
-    crps_over_mae = z.sel(system="forecast", metric="crps") / z.sel(system="forecast", metric="mae_ensemble_mean")
-    row["z500_crps/mae_max"] = float(crps_over_mae.max())
-    diag = stability_report(fc, truth).diagnostics
-    power = pd.concat([diag[v].to_dataframe(name="value").reset_index().assign(variable=v) for v in variables])
-    power["hours"] = power.pop("prediction_timedelta") / pd.Timedelta(hours=1)
+        row[f"CRPS z500 {d}d"] = _cell(_pick(frame, "crps", "geopotential", 500, 24 * d))
+    for d in (1, 3, 5):
+        row[f"RMSE/pers z500 {d}d"] = _cell(_pick(frame, "rmse_ratio_persistence", "geopotential", 500, 24 * d))
+    clim = frame[(frame.system == "forecast") & (frame.metric == "rmse_ratio_climatology")
+                 & (frame.variable == "geopotential") & np.isclose(frame.level, 500) & (frame.lead_hours >= 72)]
+    row["RMSE/clim z500 max 3-10d (upper bound)"] = f"{clim['value'].max():.3g} ({clim['hi'].max():.3g})"
+    crps_mae = frame[(frame.system == "forecast") & (frame.metric == "crps_ratio_mae")
+                     & (frame.variable == "geopotential") & np.isclose(frame.level, 500)]
+    row["CRPS/MAE z500 max (upper bound)"] = f"{crps_mae['value'].max():.3g} ({crps_mae['hi'].max():.3g})"
+    diag = pd.DataFrame(doc["stability"]["diagnostics"])
+    variables = [c for c in diag.columns if c not in ("diagnostic", "level", "lead_hours")]
     for band in ("high", "mid", "low"):
         for d in (1, 10):
-            at = power[(power.diagnostic == f"power_ratio_{band}") & np.isclose(power.hours, 24 * d)]["value"]
-            row[f"power_{band}_max_{d}d"], row[f"power_{band}_min_{d}d"] = at.max(), at.min()
-    z500_high = diag["geopotential"].sel(diagnostic="power_ratio_high", level=500)
+            at = diag[(diag.diagnostic == f"power_ratio_{band}") & np.isclose(diag.lead_hours, 24 * d)][variables]
+            row[f"power {band} {d}d min-max"] = f"{np.nanmin(at.values):.3g}-{np.nanmax(at.values):.3g}" \
+                if at.size else "nan"
     for d in (1, 10):
-        row[f"power_high_z500_{d}d"] = _at(z500_high, 24 * d)
+        at = diag[(diag.diagnostic == "power_ratio_high") & np.isclose(diag.lead_hours, 24 * d)
+                  & np.isclose(diag.level, 500)]["geopotential"]
+        row[f"power high z500 {d}d"] = f"{at.iloc[0]:.3g}" if len(at) else "nan"
+    failed = [c["name"] for c in doc["stability"]["criteria"] if c["passed"] is False]
+    row["stability"] = "FAIL: " + "; ".join(failed) if failed else "PASS"
     return row
 
 
@@ -81,57 +84,56 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", action="append", required=True, help="PATH or LABEL=PATH (repeatable)")
     p.add_argument("--store", required=True)
     p.add_argument("--work", required=True, help="folder for the forecast stores")
-    p.add_argument("--out", required=True, help="folder for calibration.md / .csv")
+    p.add_argument("--out", required=True, help="folder for the rows (one JSON per forecast) and the table")
     p.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE,… (repeatable)")
     p.add_argument("--init-times", default="test:20")
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--lead", default="10d")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 90 %% intervals")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table from the rows in --out")
     args = p.parse_args(argv)
-    truth = open_store(args.store)
-    clim = compute_climatology(truth.sel(time=slice(*truth.attrs["split_train"].split("/"))).load(),
-                               window_days=15)
     work, out = Path(args.work), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for spec in args.weights:
-        label, _, path = spec.rpartition("=")
-        label = label or Path(path).parent.name
-        for variant in args.variant or ["saved="]:
-            name, _, overrides = variant.partition("=")
-            sampler = sampler_overrides(path, overrides)
-            dest = work / f"{label}-{name}.zarr"
-            start = time.perf_counter()
-            run_forecast(path, args.store, dest, args.init_times, args.members, args.lead, sampler, args.seed,
-                         progress=False)
-            wall = time.perf_counter() - start
-            fc = xr.open_zarr(dest)
-            steps = fc.sizes["prediction_timedelta"] * fc.sizes["time"] * fc.sizes["number"]
-            used = sampler or run_forecast_sampler(dest)
-            row = {"weights": label, "variant": name, "sampler": str(used), "inits": fc.sizes["time"],
-                   "members": fc.sizes["number"], "s_per_member_step": wall / steps,
-                   **summarise(fc, truth, clim)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            frame = pd.DataFrame(rows)
-            frame.to_csv(out / "calibration.csv", index=False)
-            (out / "calibration.md").write_text(markdown(frame))
+    if not args.table_only:
+        truth = open_store(args.store)
+        work.mkdir(parents=True, exist_ok=True)
+        for spec in args.weights:
+            label, _, path = spec.rpartition("=")
+            label = label or Path(path).parent.name
+            for variant in args.variant or ["saved="]:
+                name, _, overrides = variant.partition("=")
+                dest = work / f"{label}-{name}.zarr"
+                start = time.perf_counter()
+                run_forecast(path, args.store, dest, args.init_times, args.members, args.lead,
+                             sampler_overrides(path, overrides), args.seed, progress=False)
+                wall = time.perf_counter() - start
+                fc = xr.open_zarr(dest)
+                steps = fc.sizes["prediction_timedelta"] * fc.sizes["time"] * fc.sizes["number"]
+                scores = work / f"{label}-{name}.scores"
+                evaluate([str(dest), "--truth", args.store, "--out", str(scores), "--plots", "none",
+                          "--climatology-from", truth.attrs["split_train"], "--resamples", str(args.resamples)])
+                row = {"weights": label, "variant": name, "sampler": fc.attrs.get("sampler", "?"),
+                       "inits": fc.sizes["time"], "members": fc.sizes["number"],
+                       "s per member-step": f"{wall / steps:.3g}", **summarise(scores)}
+                print(json.dumps(row), flush=True)
+                (out / f"{label}-{name}.json").write_text(json.dumps(row, indent=1))
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "calibration.csv", index=False)
+    (out / "calibration.md").write_text(markdown(frame))
+    print(out / "calibration.md")
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """The table transposed (one column per forecast), numbers to 3 significant digits."""
     cols = [f"{w}/{v}" for w, v in zip(frame.weights, frame.variant)]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for key in frame.columns.drop(["weights", "variant"]):
-        cells = [f"{x:.3g}" if isinstance(x, float) else str(x) for x in frame[key]]
+    for key in frame.columns.drop(["weights", "variant", "sampler"]):
+        cells = [str(x) for x in frame[key]]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def run_forecast_sampler(dest: Path) -> str:
-    """The sampler a forecast store says it used."""
-    return str(xr.open_zarr(dest).attrs.get("sampler", "?"))
+    samplers = [f"- {c}: {s}" for c, s in zip(cols, frame.sampler)]
+    return "\n".join(lines + ["", *samplers]) + "\n"
 
 
 if __name__ == "__main__":

@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=25.0, help="training wall-time budget")
     p.add_argument("--store", default="data/heldsuarez.zarr")
     p.add_argument("--run", default="runs/demo")
-    p.add_argument("--members", type=int, default=6)
-    p.add_argument("--init-times", default="test:3")
-    p.add_argument("--lead", default="5d")
+    # Sized for 2 CPU cores with the preset's 24 h model: 20 × 4 (init, member) rows × 10 steps × 9 network
+    # evaluations per step (5 sampler levels).
+    p.add_argument("--members", type=int, default=4)
+    p.add_argument("--init-times", default="test:20")
+    p.add_argument("--lead", default="10d")
     p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
                    help="forecast sampler overrides (default: the preset's sampler section)")
     p.add_argument("--launcher", choices=["deepspeed", "torchrun"], default="deepspeed")

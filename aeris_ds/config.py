@@ -110,6 +110,13 @@ class DiffusionConfig(Strict):
     p_std: float = Field(1.2, gt=0)
     variable_weights: dict[str, float] = {}
     level_weighting: Literal["pressure", "uniform"] = "pressure"
+    objective: Literal["diffusion", "consistency"] = Field(
+        "diffusion", description="diffusion: TrigFlow v-prediction; consistency: sCM (diffusion/consistency.py)")
+    init_weights: str | None = Field(
+        None, description="weights.pt to start from (e.g. the diffusion model a consistency model is trained from)")
+    consistency_dt: float = Field(0.01, gt=0, lt=0.1, description="Δt of the finite-difference tangent")
+    consistency_norm_c: float = Field(0.1, gt=0, description="c of the tangent normalisation g/(rms g + c)")
+    consistency_warmup: int = Field(0, ge=0, description="steps over which the tangent's r ramps 0 → 1")
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:

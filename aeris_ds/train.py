@@ -29,15 +29,16 @@ from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse
 from aeris_ds.data.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
+from aeris_ds.diffusion.objective import Objective, diffusion, training_objective
 from aeris_ds.ema import EMA
-from aeris_ds.errors import ConfigError, DataError, log_to, run_command
+from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_command
 from aeris_ds.model.swin_dit import SwinBlock, build_model, layer_specs, position_encoding
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
 from aeris_ds.parallel.state import ensure_dist_env, init_parallel, validate_layout
 from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
-from aeris_ds.weights import gather_weights, save_weights
+from aeris_ds.weights import gather_weights, load_initial, save_weights
 
 
 def weighted_mse(pred: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -64,6 +65,9 @@ def batch_sizes(ds_config: dict, replica: int, dp: int, source: str = "DeepSpeed
 
 def check_engine(cfg: ExperimentConfig, ds_config: dict, pipeline: bool) -> None:
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    if pipeline and cfg.diffusion.objective != "diffusion":
+        raise LayoutError(f"diffusion.objective={cfg.diffusion.objective} runs the network twice per micro-batch, "
+                          f"which DeepSpeed's pipeline engine cannot (PP={cfg.layout.pp}): use PP=1")
     if pipeline and stage > 1:
         raise ConfigError(f"{cfg.train.ds_config}: ZeRO stage {stage} cannot run with DeepSpeed's pipeline engine "
                           f"(PP={cfg.layout.pp}); use ZeRO-0/1 with PP, or PP=1 for ZeRO-2/3")
@@ -107,6 +111,8 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)
     model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
                         weighted_mse, cfg.train.seed)
+    if cfg.diffusion.init_weights:  # before DeepSpeed copies the parameters into its optimizer
+        load_initial(model, cfg.diffusion.init_weights)
     if cfg.train.compile:
         compile_blocks(model)
     micro, acc = batch_sizes(ds_config, layout.replica, layout.dp, cfg.train.ds_config)
@@ -139,7 +145,8 @@ def compile_blocks(model: torch.nn.Module) -> None:
             block.compile()
 
 
-def train_step(engine, batches_iter, pipeline: bool, replica_group) -> tuple[float, float]:
+def train_step(engine, batches_iter, pipeline: bool, replica_group, objective: Objective = diffusion,
+               step: int = 0) -> tuple[float, float]:
     """One optimizer step over all accumulation micro-batches; returns (global mean loss, gradient norm)."""
     if pipeline:
         return float(engine.train_batch(data_iter=batches_iter)), float(engine.get_global_grad_norm())
@@ -147,7 +154,8 @@ def train_step(engine, batches_iter, pipeline: bool, replica_group) -> tuple[flo
     total, norm = 0.0, float("nan")
     for micro in range(engine.gradient_accumulation_steps()):
         (x, t), labels = next(batches_iter)
-        loss = weighted_mse(engine(x.to(device), t.to(device)), tuple(a.to(device) for a in labels))
+        loss = weighted_mse(*objective(engine, x.to(device), t.to(device), tuple(a.to(device) for a in labels),
+                                       step))
         engine.backward(loss)
         if micro == engine.gradient_accumulation_steps() - 1 and engine.zero_optimization_stage() == 0:
             # ZeRO-0 clips without keeping the norm; the gradients are already averaged here.
@@ -183,6 +191,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     ckpt_dir = out / "checkpoints"
     checkpoint.ensure_writable(ckpt_dir)
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
+    objective = training_objective(cfg, ps.window_group)
     ema = EMA(engine.module, cfg.train.ema_decay)
     sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
     start = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
@@ -201,7 +210,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
         while step < cfg.train.steps:
             reset_byte_counters()
             tick = time.time()
-            loss, norm = train_step(engine, loader, pipeline, ps.replica_group)
+            loss, norm = train_step(engine, loader, pipeline, ps.replica_group, objective, step)
             if not math.isfinite(loss):
                 raise DataError(non_finite_message(loss, step, batches), every_rank=True)
             ema.update()
@@ -228,7 +237,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     summary = {"steps": step, "history": history, "wall_s": time.time() - started,
                "checkpoint": str(ckpt_dir), "weights": str(out / "weights.pt")}
     if rank0:
-        save_weights(weights, out / "weights.pt", {"config": cfg.model_dump(mode="json"), "step": step})
+        save_weights(weights, out / "weights.pt", {"config": cfg.model_dump(mode="json"), "step": step,
+                                                 "objective": cfg.diffusion.objective})
         (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
     return summary
 

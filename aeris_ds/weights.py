@@ -76,3 +76,13 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str | P
                 raise CheckpointError(f"{name}: {source} has shape {tuple(state[name].shape)}, "
                                       f"model {tuple(p.shape)}")
             p.copy_(state[name])
+
+
+def load_initial(module: nn.Module, path: str | Path) -> None:
+    """Start training from a weights file's EMA (e.g. a consistency model from its diffusion model)."""
+    load_into(module, load_weights(path)["ema"], f"diffusion.init_weights {path}")
+
+
+def objective_of(saved: dict) -> str:
+    """The training objective that wrote a weights file (files from before objectives: diffusion)."""
+    return saved["meta"].get("objective", "diffusion")

@@ -22,21 +22,26 @@ from aeris_ds.config import ExperimentConfig, SamplerConfig
 from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats, stats_path
+from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, run_command
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, writing
-from aeris_ds.weights import load_into, load_weights
+from aeris_ds.weights import load_into, load_weights, objective_of
 
 
 class Forecaster:
     """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
 
-    def __init__(self, weights: str | Path, store: str | Path, sampler: SamplerConfig | None = None,
-                 use_ema: bool = True):
+    def __init__(self, weights: str | Path, store: str | Path,
+                 sampler: SamplerConfig | ConsistencySampler | None = None, use_ema: bool = True):
         saved = load_weights(weights)
+        objective, consistent = objective_of(saved), isinstance(sampler, ConsistencySampler)
+        if consistent != (objective == "consistency"):
+            hint = "use --consistency-steps 1|2" if objective == "consistency" else "drop --consistency-steps"
+            raise ConfigError(f"{weights} holds a {objective} model: {hint}")
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
         self.sampler = cfg.sampler if sampler is None else sampler
         self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
@@ -82,7 +87,8 @@ class Forecaster:
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
 
-        tendency = sample(velocity, noise, self.sampler, generator=list(generators))
+        draw = consistency_sample if isinstance(self.sampler, ConsistencySampler) else sample
+        tendency = draw(velocity, noise, self.sampler, generator=list(generators))
         new = state + tendency * self.tendency_scale
         return new if self.fill is None else new[:, self.fill]
 
@@ -144,7 +150,8 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
 
 
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
-                 lead: str, sampler: SamplerConfig | None = None, seed: int = 0, use_ema: bool = True,
+                 lead: str, sampler: SamplerConfig | ConsistencySampler | None = None,
+                 seed: int = 0, use_ema: bool = True,
                  progress: bool = True, overwrite: bool = False, batch: int = 64) -> Path:
     """Create (or resume) the forecast store and roll out this rank's share of the (init, member) rows.
 
@@ -204,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
                    help="override the sampler settings saved with the weights, e.g. steps=5,sigma_min=0.02,churn=1 "
                         f"(keys: {', '.join(SamplerConfig.model_fields)})")
+    p.add_argument("--consistency-steps", type=int, choices=[1, 2], default=None,
+                   help="sample a consistency model (diffusion.objective: consistency) in 1 or 2 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
@@ -212,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     try:
         out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
-                           sampler_overrides(args.weights, args.sampler), args.seed, not args.no_ema,
+                           ConsistencySampler(args.consistency_steps) if args.consistency_steps
+                           else sampler_overrides(args.weights, args.sampler), args.seed, not args.no_ema,
                            overwrite=args.overwrite, batch=args.batch)
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"forecast written to {out}")

@@ -58,11 +58,13 @@ def plot_skill_vs_lead(scores: xr.Dataset, variable: str, out_path: str | Path, 
     """RMSE, RMSE ratios to the baselines, ACC and CRPS vs lead, with bootstrap bands over init times."""
     da = _at_level(scores[variable], level)
     hours = _hours(da[LEAD].values)
+    # One colour per system in every panel (the ratio panel leaves persistence out).
+    colors = {str(s): f"C{i}" for i, s in enumerate(da["system"].values)}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, metric in zip(axes, ("rmse", "rmse_ratio_persistence", "acc", "crps"), strict=True):
         systems = ["forecast", "climatology"] if metric == "rmse_ratio_persistence" else da["system"].values
         for system in systems:
-            _band(ax, hours, da.sel(system=system, metric=metric), label=str(system))
+            _band(ax, hours, da.sel(system=system, metric=metric), label=str(system), color=colors[str(system)])
         if metric == "rmse_ratio_persistence":
             ax.axhline(1.0, color="k", lw=0.8)
         ax.set(xlabel="lead (h)", title=f"{metric.replace('_', ' ')} {_title(variable, level)}")

@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from aeris_ds import checkpoint
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
-from aeris_ds.data.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
 from aeris_ds.diffusion.objective import Objective, diffusion, training_objective
 from aeris_ds.ema import EMA
 from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_command
+from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.model.swin_dit import SwinBlock, build_model, layer_specs, position_encoding
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters

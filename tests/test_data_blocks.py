@@ -15,10 +15,10 @@ from zarr.storage import LocalStore
 
 from aeris_ds.config import load_config
 from aeris_ds.data import schema, solar
-from aeris_ds.data.examples import TrainingExamples
 from aeris_ds.data.source import CountingStore, WeatherSource
 from aeris_ds.data.stats import compute_stats
 from aeris_ds.data.synthetic import synthetic_store
+from aeris_ds.examples import TrainingExamples
 from aeris_ds.parallel.layout import WindowGrid
 
 LAT, LON, WINDOW = 32, 64, (8, 8)

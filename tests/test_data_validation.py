@@ -14,11 +14,11 @@ import xarray as xr
 from aeris_ds import cli
 from aeris_ds.config import load_config
 from aeris_ds.data import schema, verify
-from aeris_ds.data.examples import TrainingExamples
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import compute_stats, load_stats, save_stats
 from aeris_ds.data.synthetic import synthetic_store
 from aeris_ds.errors import DataError, run_command
+from aeris_ds.examples import TrainingExamples
 from aeris_ds.parallel.layout import WindowGrid
 
 CFG = load_config("tiny")

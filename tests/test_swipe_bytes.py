@@ -1,7 +1,7 @@
 """Bytes the SWiPe all-to-alls send, per step, per rank and per axis, against the analytic minimum (cost.py).
 
 Measured: mappings.BYTES_SENT as train.run logs it per step (bytes_sp, bytes_wp), and per block around
-one forward + backward of a SwinBlock. Analytic: aeris_ds.parallel.cost, computed per rank. Each world size
+one forward + backward of a SwinBlock. Analytic: aeris_ds.perf.cost, computed per rank. Each world size
 runs its training runs and block cases inside one spawned job.
 """
 
@@ -82,7 +82,7 @@ def _within(got: int, want: int, what: str) -> None:
 
 def test_swipe_step_bytes_match_analytic(measured):
     from aeris_ds.config import load_config, load_ds_config
-    from aeris_ds.parallel.cost import step_bytes
+    from aeris_ds.perf.cost import step_bytes
 
     world, ranks = measured
     for i, layout in enumerate(_train_cases(world)):
@@ -98,7 +98,7 @@ def test_swipe_step_bytes_match_analytic(measured):
 
 
 def test_swipe_block_bytes_match_analytic(measured):
-    from aeris_ds.parallel.cost import block_bytes
+    from aeris_ds.perf.cost import block_bytes
 
     world, ranks = measured
     dim = tiny_model()[1].dim
@@ -137,8 +137,8 @@ def test_ulysses_plain_block_on_wp_moves_nothing(measured):
 def test_swipe_cost_at_paper_layout(assignment, moved):
     """720×1440, 30×30 windows, WP=36, SP=12: over all ranks the shifted block sends (1−f)(SP−1)/SP + f of a
     token's slots against (SP−1)/SP for the plain one (DESIGN §3), with f = WindowGrid.moved_fraction()."""
-    from aeris_ds.parallel.cost import shift_cost
     from aeris_ds.parallel.layout import WindowGrid
+    from aeris_ds.perf.cost import shift_cost
 
     sp = 12
     grid = WindowGrid(720, 1440, (30, 30), 36, sp, assignment)

@@ -18,11 +18,11 @@ from zarr.storage import LocalStore
 from aeris_ds.config import load_config
 from aeris_ds.data import rechunk as rechunk_mod
 from aeris_ds.data import schema
-from aeris_ds.data.examples import TrainingExamples
 from aeris_ds.data.rechunk import rechunk
 from aeris_ds.data.source import CountingStore, WeatherSource
 from aeris_ds.data.stats import compute_stats, load_stats, save_stats
 from aeris_ds.evaluate.baselines import compute_climatology
+from aeris_ds.examples import TrainingExamples
 from aeris_ds.parallel.layout import WindowGrid
 
 SPLITS = {"train": "2000-01-01/2000-01-04", "valid": "2000-01-05/2000-01-05", "test": "2000-01-06/2000-01-06"}

@@ -20,10 +20,10 @@ import zarr
 from zarr.storage import LocalStore
 
 from aeris_ds.config import load_config
-from aeris_ds.data.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.data.source import CountingStore, WeatherSource
 from aeris_ds.data.stats import compute_stats
 from aeris_ds.data.synthetic import synthetic_store
+from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.parallel.layout import WindowGrid
 
 WINDOW = (8, 8)

@@ -7,7 +7,7 @@ A `small`-family model (dim 128, 4 heads, depth 4, 8×8 windows, fp32) on synthe
 aeris_ds.train.run under torchrun on 1, 2 and 4 ranks, one thread per rank. Weak scaling doubles the grid in
 longitude with the rank count (tokens per rank constant); timings are medians over steps and repeats,
 reported as ratios to the 1-rank run of the same repeat. Bytes come from mappings.BYTES_SENT as train.run logs
-them (bytes_sp: to ranks of the same WP rank; bytes_wp: to other WP ranks) and from aeris_ds.parallel.cost.
+them (bytes_sp: to ranks of the same WP rank; bytes_wp: to other WP ranks) and from aeris_ds.perf.cost.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class Table:
 def bytes_section(table: Table, store: str, work: Path, steps: int) -> None:
     """Measured vs analytic per step per rank and axis, folded vs halo, on 1, 2 and 4 ranks (32×64 grid)."""
     from aeris_ds.config import load_ds_config
-    from aeris_ds.parallel.cost import block_bytes, step_bytes
     from aeris_ds.parallel.layout import WindowGrid
+    from aeris_ds.perf.cost import block_bytes, step_bytes
 
     micro = load_ds_config(DS_CONFIG)["train_micro_batch_size_per_gpu"]
     for world, layouts in BYTE_LAYOUTS.items():
@@ -194,8 +194,8 @@ def bytes_section(table: Table, store: str, work: Path, steps: int) -> None:
 def paper_section(table: Table) -> None:
     """The analytic model at the paper's 40B layout: shifted vs plain block, blocks vs round-robin."""
     from aeris_ds.config import load_config
-    from aeris_ds.parallel.cost import shift_cost, step_bytes
     from aeris_ds.parallel.layout import WindowGrid
+    from aeris_ds.perf.cost import shift_cost, step_bytes
 
     for assignment in ("blocks", "round_robin"):
         grid = WindowGrid(PAPER["lat"], PAPER["lon"], PAPER["window"], PAPER["wp"], PAPER["sp"], assignment)

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from aeris_ds.data.schema import write_store
-from aeris_ds.model.layers import grid_latitudes, grid_longitudes
+from aeris_ds.grid import grid_latitudes, grid_longitudes
 
 BASE = {"geopotential": (5.5e4, 2e3), "temperature": (250.0, 10.0), "u_component_of_wind": (10.0, 8.0),
         "v_component_of_wind": (0.0, 5.0), "2m_temperature": (285.0, 12.0),

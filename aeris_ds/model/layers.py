@@ -61,16 +61,6 @@ def sphere_position_encoding(lat_deg: np.ndarray, lon_deg: np.ndarray, n_freqs: 
     return torch.from_numpy(np.concatenate(feats, axis=1).astype(np.float32))
 
 
-def grid_latitudes(n_lat: int) -> np.ndarray:
-    """Cell-centre latitudes of an equiangular grid without pole rows, ascending (−90 → 90)."""
-    step = 180.0 / n_lat
-    return -90.0 + step / 2 + step * np.arange(n_lat)
-
-
-def grid_longitudes(n_lon: int) -> np.ndarray:
-    return np.arange(n_lon) * (360.0 / n_lon)
-
-
 def init_zero(module: nn.Linear) -> nn.Linear:
     nn.init.zeros_(module.weight)
     if module.bias is not None:

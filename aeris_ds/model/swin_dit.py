@@ -15,12 +15,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aeris_ds.config import ExperimentConfig
+from aeris_ds.grid import grid_latitudes, grid_longitudes
 from aeris_ds.model.layers import (
     AxialRoPE2D,
     NoiseEmbedding,
     SwiGLU,
-    grid_latitudes,
-    grid_longitudes,
     init_zero,
     modulate,
     sphere_position_encoding,

@@ -1,4 +1,5 @@
-"""FLOP and memory accounting, a performance model of SWiPe layouts, and a layout planner."""
+"""FLOP and memory accounting, the bytes a SWiPe layout sends, a performance model of layouts, and a layout
+planner."""
 
 from aeris_ds.perf.flops import peak_flops, step_flops
 

@@ -7,7 +7,7 @@ block. Pure numpy over per-token arrays, so the paper's 720×1440 layout (WP=36 
 
 Axes: "sp" (to a rank of the same WP rank), "wp" (to another WP rank), "pp" (pipeline sends), "grad"
 (gradient reduction over the weight-replica group DP·WP·SP). The router's all-to-alls count "sp" and
-"wp" the same way (mappings.BYTES_SENT); tests/test_swipe_bytes.py holds them equal.
+"wp" the same way (parallel.mappings.BYTES_SENT); tests/test_swipe_bytes.py holds them equal.
 
 Attention traffic, in units of one slot = batch × dim/SP × element bytes:
 - a route that carries q, k, v in (3 slots' width) and the output back (1): forward sends 3·S_in + S_out,
@@ -21,9 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from deepspeed.runtime.utils import partition_balanced
 
 from aeris_ds.config import ExperimentConfig
+from aeris_ds.model.layers import sphere_position_encoding
+from aeris_ds.model.swin_dit import layer_specs
 from aeris_ds.parallel.layout import WindowGrid
+from aeris_ds.parallel.router import WindowRouting
 
 AXES = ("sp", "wp", "pp", "grad")
 MODES = ("folded", "halo", "halo_hidden")
@@ -119,10 +123,6 @@ def block_bytes(grid: WindowGrid, dim: int, shifted: bool, mode: str = "folded",
 
 def layer_param_counts(cfg: ExperimentConfig) -> list[int]:
     """Trainable parameters per pipeline layer (embed, blocks, head), built on the meta device: no memory."""
-    from aeris_ds.model.layers import sphere_position_encoding
-    from aeris_ds.model.swin_dit import layer_specs
-    from aeris_ds.parallel.router import WindowRouting
-
     wh, ww = cfg.model.window
     routing = WindowRouting(WindowGrid(wh, ww, (wh, ww)), 0, 0)  # one window: parameters do not depend on it
     position = sphere_position_encoding(np.zeros(1), np.zeros(1), cfg.model.pos_freqs)
@@ -135,8 +135,6 @@ def layer_param_counts(cfg: ExperimentConfig) -> list[int]:
 
 def stage_layers(cfg: ExperimentConfig, counts: list[int]) -> list[range]:
     """Layer indices of each pipeline stage, as DeepSpeed's partition_method="parameters" cuts them."""
-    from deepspeed.runtime.utils import partition_balanced
-
     parts = partition_balanced(weights=counts, num_parts=cfg.layout.pp)
     return [range(parts[s], parts[s + 1]) for s in range(cfg.layout.pp)]
 

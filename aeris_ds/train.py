@@ -12,8 +12,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from aeris_ds.diffusion.objective import Objective, diffusion, training_objectiv
 from aeris_ds.ema import EMA
 from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_command
 from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
-from aeris_ds.model.swin_dit import SwinBlock, build_model, layer_specs, position_encoding
+from aeris_ds.model.compiled import compile_blocks
+from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
@@ -114,7 +113,7 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     if cfg.diffusion.init_weights:  # before DeepSpeed copies the parameters into its optimizer
         load_initial(model, cfg.diffusion.init_weights)
     if cfg.train.compile:
-        compile_blocks(model)
+        compile_blocks(model, say=dist.get_rank() == 0)
     micro, acc = batch_sizes(ds_config, layout.replica, layout.dp, cfg.train.ds_config)
     # DeepSpeed keeps the last pipeline engine's grid as a global; a later engine in the same process
     # (sweeps, tests) must not inherit it.
@@ -128,21 +127,6 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     examples = TrainingExamples(source, stats, cfg, grid, ps.wp, ps.sp, cfg.train.seed)
     batches = MicroBatches(examples, micro, acc, layout.dp, ps.dp, dtype)
     return engine, ps, batches, pipeline, micro * acc * layout.dp
-
-
-def compile_blocks(model: torch.nn.Module) -> None:
-    """torch.compile each Swin block in place. Regional: the blocks of one kind share one compiled graph (short
-    compile time), and a block's all-to-alls run eagerly between its graphs. On the CPU the compiled kernels
-    need a C++ compiler; without one the blocks stay eager (said once)."""
-    compilers = (os.environ.get("CXX", "g++"), "clang++")
-    if get_accelerator().device_name() == "cpu" and not any(map(shutil.which, compilers)):
-        if dist.get_rank() == 0:
-            print("train.compile: no C++ compiler (g++, clang++ or $CXX) for torch.compile; the blocks run eagerly",
-                  file=sys.stderr, flush=True)
-        return
-    for block in model.modules():
-        if isinstance(block, SwinBlock):
-            block.compile()
 
 
 def train_step(engine, batches_iter, pipeline: bool, replica_group, objective: Objective = diffusion,

@@ -14,6 +14,7 @@ Rows, all measured here and reported as ratios (machines differ; DESIGN §6):
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -114,6 +115,51 @@ def bench_sampler(model: str, batch: int, steps: int, repeats: int) -> dict[str,
     }
 
 
+def bench_compiled(model: str, batch: int, steps: int, repeats: int, weights: str | None,
+                   freezing: bool) -> dict[str, float]:
+    """Seconds per member-step (one sampler call ÷ its rows), eager against the same network with each Swin block
+    through torch.compile (as forecasts with train.compile run; ``freezing``: inductor's weights-as-constants),
+    interleaved in one run; each first call's seconds (compiled: a cold cache); the largest difference."""
+    import copy
+
+    import torch._inductor.config as inductor
+
+    from aeris_ds.model.compiled import compile_blocks
+    from aeris_ds.weights import load_into, load_weights
+
+    net, target, condition = build(model, batch)
+    if weights:  # trained weights: the compared outputs are a real forecast's (the untrained head is zero)
+        load_into(net, load_weights(weights)["ema"])
+    variants = {"eager": (net.eval(), {}), "compiled": (copy.deepcopy(net), {"freezing": freezing})}
+    cfg = SamplerConfig(steps=steps)
+    out: dict[str, float] = {}
+    results, seconds = {}, {name: [] for name in variants}
+
+    def solve(module: nn.Module) -> Tensor:
+        return sample(lambda x, t: module(torch.cat([x, condition], -1), t), target, cfg,
+                      generator=torch.Generator().manual_seed(0))
+
+    with torch.no_grad():  # as in the rollout
+        for name, (module, options) in variants.items():
+            if name != "eager":
+                compile_blocks(module)
+            with inductor.patch(options):
+                start = time.perf_counter()
+                results[name] = solve(module)
+                out[f"{name}_first_s"] = time.perf_counter() - start
+        for _ in range(repeats):
+            for name, (module, options) in variants.items():
+                with inductor.patch(options):
+                    start = time.perf_counter()
+                    solve(module)
+                    seconds[name].append((time.perf_counter() - start) / batch)
+    for name in variants:
+        out[f"{name}_s"] = statistics.median(seconds[name])
+        out[f"{name}_diff"] = float((results[name] - results["eager"]).abs().max())
+    out["scale"] = float(results["eager"].abs().max())
+    return out
+
+
 def bench_store(grid: tuple[int, int], members: int, leads: int, repeats: int,
                 root: Path) -> dict[str, float]:
     """MB/s of raw zarr region writes, ForecastStore.write and rollout steps, same slabs and chunks.
@@ -181,7 +227,23 @@ def main() -> None:
     parser.add_argument("--grid", type=int, nargs=2, default=[121, 240], help="store grid (lat lon)")
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--leads", type=int, default=4)
+    parser.add_argument("--compiled", action="store_true",
+                        help="time only the sampler per member-step, eager vs torch.compile'd Swin blocks")
+    parser.add_argument("--weights", default=None, help="weights.pt for --compiled (outputs to compare)")
+    parser.add_argument("--freezing", action="store_true", help="--compiled with inductor's freezing")
     args = parser.parse_args()
+    if args.compiled:
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # cold, as on a fresh clone
+            c = bench_compiled(args.model, args.batch, args.steps, args.repeats, args.weights, args.freezing)
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; model={args.model} batch={args.batch}, "
+              f"{args.steps} levels = {SamplerConfig(steps=args.steps).model_evaluations} evals per member-step; "
+              f"freezing {args.freezing}")
+        for name in ("eager", "compiled"):
+            print(f"{name:<9} {c[f'{name}_s'] * 1e3:8.1f} ms per member-step  ×{c['eager_s'] / c[f'{name}_s']:.2f}  "
+                  f"first call {c[f'{name}_first_s']:6.1f} s  max |Δ| vs eager {c[f'{name}_diff']:.2e} "
+                  f"(outputs up to {c['scale']:.2f})")
+        return
 
     fp32, bf16 = gemm_rate(torch.float32), gemm_rate(torch.bfloat16)
     s = bench_sampler(args.model, args.batch, args.steps, args.repeats)

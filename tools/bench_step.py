@@ -130,14 +130,10 @@ def run_case(name: str, variant: str, prec: str, store: str, out: str, big: tupl
         ds["train_micro_batch_size_per_gpu"] = micro
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds)
     data = itertools.repeat(batches[0])
-    counted = float("nan")
-    if variant == "eager" and prec == "fp32":
-        with FlopCounterMode(display=False) as counter:
-            loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
-        counted = counter.get_total_flops() * dist.get_world_size()  # the ranks split the work evenly
-    else:
-        loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
-    train_step(engine, data, pipeline, ps.replica_group)  # compiled: the backward graph and recompiles settle
+    start = time.perf_counter()  # the warm-up: compiled, the first step compiles and the second settles
+    loss0, _ = train_step(engine, data, pipeline, ps.replica_group)
+    train_step(engine, data, pipeline, ps.replica_group)
+    warmup = time.perf_counter() - start
     # The device's GEMM rate measured just before and just after the timed steps, so a shared machine's load
     # weighs on both alike (each rank measures its own share of the machine).
     max_size = 2048 if acc.device_name() == "cpu" else 8192
@@ -154,6 +150,11 @@ def run_case(name: str, variant: str, prec: str, store: str, out: str, big: tupl
     wall = (time.perf_counter() - start) / steps
     after = rates()
     rate = {p: (before[p] + after[p]) / 2 for p in before}
+    counted = float("nan")
+    if variant == "eager" and prec == "fp32":
+        with FlopCounterMode(display=False) as counter:
+            train_step(engine, data, pipeline, ps.replica_group)
+        counted = counter.get_total_flops() * dist.get_world_size()  # the ranks split the work evenly
     table = None
     if profile:
         on_device = acc.device_name() != "cpu"
@@ -173,10 +174,12 @@ def run_case(name: str, variant: str, prec: str, store: str, out: str, big: tupl
     return {"step_s": wall, "flops": step_flops(cfg) * global_batch,
             "hw_flops": step_flops(cfg, recompute=cfg.model.checkpoint_activations) * global_batch,
             "counted": counted, "params": params, "loss": [loss0, *losses], "peak_gib": peak / 2**30,
-            "samples": global_batch, "rate": rate, "profile": table}
+            "samples": global_batch, "rate": rate, "profile": table, "warmup_s": warmup}
 
 
 def _child(conn, rank: int, world: int, port: int, device: str, args) -> None:
+    # A cold compile cache per case, as on a fresh clone (the main job's first run).
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{args[4]}/inductor_cache"
     os.environ.update(DS_ACCELERATOR=device, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
@@ -262,7 +265,7 @@ def main() -> None:
 
     print(f"\n{'case':<10} {'variant':<12} {'prec':>4} {'params':>8} {'step s':>8} {'model ' + unit:>14} "
           f"{'hw ' + unit:>11} {'GEMM':>7} {'/GEMM':>6} {'hw/GEMM':>7} {'/fp32 GEMM':>10} {'samples/min':>11} "
-          f"{'peak GiB':>8} {'count/model':>11} {'case s':>7}  losses")
+          f"{'peak GiB':>8} {'count/model':>11} {'warm-up s':>9} {'case s':>7}  losses")
     for name, variant, prec, r in rows:
         model, hw, rate = r["flops"] / r["step_s"], r["hw_flops"] / r["step_s"], r["rate"]
         losses = " ".join(f"{x:.4f}" for x in r["loss"])
@@ -270,12 +273,13 @@ def main() -> None:
               f"{model / scale:>14.2f} {hw / scale:>11.2f} {rate[prec] / scale:>7.1f} {model / rate[prec]:>6.2f} "
               f"{hw / rate[prec]:>7.2f} "
               f"{model / rate['fp32']:>10.2f} {60 * r['samples'] / r['step_s']:>11.0f} {r['peak_gib']:>8.2f} "
-              f"{r['counted'] / r['flops']:>11.3f} {r['total_s']:>7.0f}  {losses}")
+              f"{r['counted'] / r['flops']:>11.3f} {r['warmup_s']:>9.1f} {r['total_s']:>7.0f}  {losses}")
     if on_cpu and args.precisions == "auto" and "bf16" not in precisions:
         print("\nbf16 steps skipped: this CPU has no native bf16 (see the GEMM ratio); --force-bf16 runs them")
     print(f"\nGEMM: the device's {unit} in that precision, measured by each case just before and after its timed steps "
           "(the demo: the sum of its ranks, one thread each); /GEMM: the job's model FLOP/s ÷ it; hw: with the "
-          "recomputed forward of checkpointed blocks.")
+          "recomputed forward of checkpointed blocks; warm-up s: the first two steps (compiled: compilation with a "
+          "cold cache, as on a fresh clone).")
 
 
 if __name__ == "__main__":

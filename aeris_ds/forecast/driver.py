@@ -27,6 +27,7 @@ from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, run_command
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import KIND, ForecastStore
+from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, writing
 from aeris_ds.weights import load_into, load_weights, objective_of
@@ -36,7 +37,9 @@ class Forecaster:
     """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
 
     def __init__(self, weights: str | Path, store: str | Path,
-                 sampler: SamplerConfig | ConsistencySampler | None = None, use_ema: bool = True):
+                 sampler: SamplerConfig | ConsistencySampler | None = None, use_ema: bool = True,
+                 compile: bool | None = None):
+        """``compile``: each Swin block through torch.compile; None: as the weights were trained (train.compile)."""
         saved = load_weights(weights)
         objective, consistent = objective_of(saved), isinstance(sampler, ConsistencySampler)
         if consistent != (objective == "consistency"):
@@ -54,6 +57,8 @@ class Forecaster:
         self.real = self.source.grid.real  # model rows that are store rows; forecasts hold only these
         self.fill = self._padding_fill()
         load_into(self.model, saved["ema" if use_ema else "params"], weights)
+        if cfg.train.compile if compile is None else compile:
+            compile_blocks(self.model, say=not dist.is_initialized() or dist.get_rank() == 0)
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)
         self.lead = np.timedelta64(cfg.data.lead_hours, "h")
@@ -152,7 +157,7 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
                  lead: str, sampler: SamplerConfig | ConsistencySampler | None = None,
                  seed: int = 0, use_ema: bool = True,
-                 progress: bool = True, overwrite: bool = False, batch: int = 64) -> Path:
+                 progress: bool = True, overwrite: bool = False, batch: int = 64, compile: bool | None = None) -> Path:
     """Create (or resume) the forecast store and roll out this rank's share of the (init, member) rows.
 
     ``out`` must be new or a forecast store (resumed; replaced with ``overwrite``), never an input.
@@ -164,7 +169,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     # Every rank checks before anything is loaded or written, so a refusal is raised on all of them at once.
     resume = check_output(out, KIND, inputs=[weights, store, stats_path(store)], overwrite=overwrite,
                           resumable=True)
-    fc = Forecaster(weights, store, sampler, use_ema)
+    fc = Forecaster(weights, store, sampler, use_ema, compile)
     if lead_td % fc.lead:
         raise ConfigError(f"--lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
     n_steps = int(lead_td // fc.lead)
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"(keys: {', '.join(SamplerConfig.model_fields)})")
     p.add_argument("--consistency-steps", type=int, choices=[1, 2], default=None,
                    help="sample a consistency model (diffusion.objective: consistency) in 1 or 2 steps")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="each Swin block through torch.compile (default: as the weights were trained, train.compile)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
                            ConsistencySampler(args.consistency_steps) if args.consistency_steps
                            else sampler_overrides(args.weights, args.sampler), args.seed, not args.no_ema,
-                           overwrite=args.overwrite, batch=args.batch)
+                           overwrite=args.overwrite, batch=args.batch, compile=args.compile)
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"forecast written to {out}")
     finally:

@@ -179,7 +179,8 @@ class TrainConfig(Strict):
     max_minutes: float | None = Field(None, description="stop (and checkpoint) after this wall time")
     resume_from: str | None = Field(None, description="run folder or checkpoint tag to start from when out_dir "
                                     "has none; any layout or ZeRO stage")
-    compile: bool = Field(False, description="torch.compile each Swin block: fused elementwise kernels, same maths")
+    compile: bool = Field(False, description="torch.compile each Swin block: fused elementwise kernels, same maths; "
+                          "forecasts from these weights compile too (aeris-ds forecast --no-compile)")
 
 
 class ExperimentConfig(Strict):

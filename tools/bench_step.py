@@ -102,7 +102,7 @@ def case_config(name: str, variant: str, store: Path, out: Path, big: tuple[int,
     from aeris_ds.config import load_config
 
     model = {"checkpoint_activations": True} if variant == "checkpointed" else {}
-    train = {"out_dir": str(out), "wandb_mode": "disabled"} | ({"compile": True} if variant == "compiled" else {})
+    train = {"out_dir": str(out), "wandb_mode": "disabled", "compile": variant == "compiled"}
     common = {"data": {"store": str(store), "workers": 0}, "train": train}
     if name == "small":
         return load_config("small", {**common, "layout": {"wp": 1}, "model": model}), 8, 1

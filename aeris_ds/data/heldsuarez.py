@@ -374,12 +374,17 @@ def generate(
     shard = SHARD_CHUNKS * chunk_frames
     created = n_store > 0
 
-    def write(ds: Any, first_write: bool, resume_state: dict[str, np.ndarray] | None, resume_frame: int) -> None:
-        if first_write:
-            ds.attrs.update(attrs)
-            schema.write_store(ds, out, times_per_shard=shard, kind=KIND)
-        elif ds is not None:
-            schema.write_store(ds, out, append=True)
+    def write(parts: list[dict[str, np.ndarray]], first: int, first_write: bool,
+              resume_state: dict[str, np.ndarray] | None, resume_frame: int) -> None:
+        # On the writer thread: merging the chunks and building the dataset cost the dycore nothing either.
+        if parts:
+            merged = Frames({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+            ds = _frames_dataset(model, merged, first, statics=first_write)
+            if first_write:
+                ds.attrs.update(attrs)
+                schema.write_store(ds, out, times_per_shard=shard, kind=KIND)
+            else:
+                schema.write_store(ds, out, append=True)
         if resume_state is not None:  # only once the frames are in the store
             _save_resume(resume, resume_state, resume_frame, config)
 
@@ -404,13 +409,9 @@ def generate(
                 bar.update(1)
                 if whole and frame % shard and frame < total:
                     continue
-                ds = None
-                if parts:
-                    merged = Frames({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-                    ds = _frames_dataset(model, merged, first, statics=not created)
-                writer.submit(write, ds, ds is not None and not created,
+                writer.submit(write, parts, first, bool(parts) and not created,
                               model.state_to_numpy(state) if whole else None, frame)
-                created, parts = created or ds is not None, []
+                created, parts = created or bool(parts), []
                 if not whole:
                     break
             writer.wait()

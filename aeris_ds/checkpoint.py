@@ -26,6 +26,7 @@ import torch.distributed as dist
 from aeris_ds import elastic
 from aeris_ds.ema import EMA
 from aeris_ds.errors import CheckpointError, MissingPathError, UserError
+from aeris_ds.outputs import atomic_replace
 from aeris_ds.weights import canonical
 
 LATEST = "latest_complete"
@@ -34,9 +35,8 @@ EMA_FILE = "aeris_ema_layers"  # + "<first>-<last>.pt": the EMA of those layers,
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_replace(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_state() -> dict:
@@ -81,12 +81,10 @@ def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, ke
     dist.barrier()
     if rank == 0:
         files = {p.name: p.stat().st_size for p in sorted((directory / tag).iterdir()) if p.is_file()}
-        marker = directory / tag / f".{COMPLETE}.tmp"
-        marker.write_text(json.dumps({"step": step, "world": dist.get_world_size(), "files": files}))
-        os.replace(marker, directory / tag / COMPLETE)
-        pointer = directory / f".{LATEST}.tmp"
-        pointer.write_text(tag)
-        os.replace(pointer, directory / LATEST)
+        with atomic_replace(directory / tag / COMPLETE) as marker:
+            marker.write_text(json.dumps({"step": step, "world": dist.get_world_size(), "files": files}))
+        with atomic_replace(directory / LATEST) as pointer:
+            pointer.write_text(tag)
         complete = sorted(p for p in directory.glob("step*") if (p / COMPLETE).exists())
         for old in complete[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

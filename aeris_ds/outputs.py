@@ -9,7 +9,8 @@ marker file ``.aeris-ds-output``. A command may write to a path only when
   (forecast, ingest, heldsuarez), otherwise replaced only with ``--overwrite``.
 
 New outputs are written into a temporary sibling, marked, and renamed into place when complete, so a
-killed command leaves either the old output or the new one, never a mix.
+killed command leaves either the old output or the new one, never a mix. Files the code keeps for itself
+(checkpoint parts, resume states, run logs) are replaced the same way, without those checks: ``atomic_replace``.
 """
 
 from __future__ import annotations
@@ -149,3 +150,17 @@ def writing(out: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
             _remove(tmp)
     if old is not None:
         _remove(old)
+
+
+@contextmanager
+def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield the hidden sibling ``.<name>.tmp`` of ``path`` to write into; when the block completes, rename
+    it over ``path``. For files the code owns and replaces at will; a kill leaves the old file or the new
+    one (and its sibling, which the next write reuses)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aeris_ds.outputs import atomic_replace
+
 # Set by launchers/demo.sh: seconds its environment setup took (the job cannot time what ran before it).
 INSTALL_ENV = "AERIS_DS_INSTALL_SECONDS"
 
@@ -50,9 +52,8 @@ class StageTimes:
         record = {"seconds": {s: round(self.seconds[s], 1) for s in self.stages if s in self.seconds},
                   "skipped": [s for s in self.stages if s in self.skipped],
                   "total_seconds": round(sum(self.seconds.values()), 1), "cpus": os.cpu_count()}
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(self.path)
+        with atomic_replace(self.path) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
         return self.path
 
     def table(self) -> str:

@@ -32,6 +32,7 @@ from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_com
 from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
+from aeris_ds.outputs import atomic_replace
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
@@ -258,9 +259,8 @@ def truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    with atomic_replace(path) as tmp:
+        tmp.write_text("".join(kept))
 
 
 class RunLogger:

@@ -16,6 +16,7 @@ from torch import nn
 
 from aeris_ds.ema import EMA
 from aeris_ds.errors import CheckpointError, MissingPathError
+from aeris_ds.outputs import atomic_replace
 from aeris_ds.parallel.state import ParallelState
 
 
@@ -44,9 +45,8 @@ def gather_weights(module: nn.Module, ema: EMA, ps: ParallelState) -> dict[str, 
 
 def save_weights(weights: dict, path: str | Path, meta: dict) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**weights, "meta": meta}, tmp)
-    tmp.replace(path)
+    with atomic_replace(path) as tmp:
+        torch.save({**weights, "meta": meta}, tmp)
     return path
 
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from aeris_ds.data import schema
 from aeris_ds.errors import OutputError
-from aeris_ds.outputs import kind_of
+from aeris_ds.outputs import atomic_replace, kind_of
 
 KIND = "heldsuarez"  # the store's output kind (aeris_ds.outputs)
 START = np.datetime64("2001-01-01T00:00", "ns")
@@ -231,10 +231,8 @@ def _resume_path(out: Path) -> Path:
 
 def _save_resume(path: Path, state: dict[str, np.ndarray], frame: int, config: dict) -> None:
     """Atomically stores the model state (as numpy arrays) valid at output frame index ``frame``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_replace(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, frame=np.int64(frame), config=np.str_(json.dumps(config, sort_keys=True)), **state)
-    os.replace(tmp, path)
 
 
 def _load_resume(path: Path, config: dict) -> tuple[dict[str, np.ndarray], int]:

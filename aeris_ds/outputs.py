@@ -128,26 +128,36 @@ def writing(out: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, "tmp")
-    old = None
     try:
         yield tmp
-        if kind is not None:
-            mark(tmp, kind)
-        if out.exists() or out.is_symlink():
-            if kind is None or kind_of(out) != kind:
-                what = "" if kind is None else f" and is not a {kind} output"
-                raise OutputError(f"{out} exists{what}; refusing to replace it")
-            old = _sibling(out, "old")
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if old is not None:
-                os.rename(old, out)
-            raise
+        install(tmp, out, kind)
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
+
+
+def install(done: str | os.PathLike, out: str | os.PathLike, kind: str | None) -> None:
+    """Mark the complete output ``done`` (a sibling of ``out``) as ``kind`` and rename it to ``out``.
+
+    An existing ``out`` is replaced only when it is an output of the same ``kind``, and removed only after
+    the new one is in place; ``kind=None`` installs an unmarked output and never replaces anything.
+    """
+    done, out = Path(done), Path(out)
+    if kind is not None:
+        mark(done, kind)
+    old = None
+    if out.exists() or out.is_symlink():
+        if kind is None or kind_of(out) != kind:
+            what = "" if kind is None else f" and is not a {kind} output"
+            raise OutputError(f"{out} exists{what}; refusing to replace it")
+        old = _sibling(out, "old")
+        os.rename(out, old)
+    try:
+        os.rename(done, out)
+    except OSError:
+        if old is not None:
+            os.rename(old, out)
+        raise
     if old is not None:
         _remove(old)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from aeris_ds.data import ingest, schema
+from aeris_ds.data import era5, ingest, schema
 
 
 def _eccodes_messages(path, count):
@@ -53,10 +53,10 @@ def test_data_ingest_grib_matches_eccodes(era5_grib_path, tmp_path):
 
 
 def test_data_ingest_member_drop_poles_and_resume(era5_grib_path, tmp_path):
-    one = ingest.convert([era5_grib_path], member=3, drop_poles=True)
+    one = era5.convert([era5_grib_path], member=3, drop_poles=True)
     assert one["temperature"].dims == schema.ATMOSPHERIC_DIMS
     assert one.sizes["latitude"] == 59 and np.abs(one["latitude"]).max() == 87.0
-    full = ingest.convert([era5_grib_path])
+    full = era5.convert([era5_grib_path])
     np.testing.assert_array_equal(one["temperature"].values,
                                   full["temperature"].sel(number=3).values[:, :, 1:-1])
     # An interrupted ingest holding the first two times is completed by re-running it.
@@ -64,7 +64,7 @@ def test_data_ingest_member_drop_poles_and_resume(era5_grib_path, tmp_path):
     ingest.ingest([era5_grib_path], path, member=3, drop_poles=True)
     xr.testing.assert_equal(schema.open_store(path).load(), one)
     with pytest.raises(ValueError, match="member 12"):
-        ingest.convert([era5_grib_path], member=12)
+        era5.convert([era5_grib_path], member=12)
 
 
 def test_data_ingest_units_mismatch_names_variable(era5_grib_path, tmp_path):
@@ -73,13 +73,13 @@ def test_data_ingest_units_mismatch_names_variable(era5_grib_path, tmp_path):
     [raw] = cfgrib.open_datasets(str(era5_grib_path), backend_kwargs={"indexpath": ""})
     raw["t"].attrs["units"] = "degC"
     with pytest.raises(ValueError, match=r"'t' \(temperature\) has units 'degC'"):
-        ingest._to_schema(raw, member=None, drop_poles=False)
+        era5._to_schema(raw, member=None, drop_poles=False)
 
 
 def test_data_ingest_netcdf_twin_matches_grib(era5_grib_path, era5_nc_path):
     pytest.importorskip("h5netcdf", reason="netCDF-4 input needs the h5netcdf extra")
-    from_nc = ingest.convert([era5_nc_path])
-    from_grib = ingest.convert([era5_grib_path])
+    from_nc = era5.convert([era5_nc_path])
+    from_grib = era5.convert([era5_grib_path])
     xr.testing.assert_allclose(from_nc, from_grib)
 
 
@@ -112,7 +112,7 @@ def test_data_ingest_out_never_an_input_or_foreign_data(era5_grib_path, tmp_path
 
     grib = tmp_path / "era5.grib"
     shutil.copy(era5_grib_path, grib)
-    foreign = schema.write_store(ingest.convert([grib], member=0), tmp_path / "other.zarr")  # not ingest's
+    foreign = schema.write_store(era5.convert([grib], member=0), tmp_path / "other.zarr")  # not ingest's
     for out, why in ((grib, "is the input"), (tmp_path, "contains the input"), (foreign, "not an output")):
         with pytest.raises(OutputError, match=why):
             ingest.ingest([grib], out)
@@ -120,4 +120,4 @@ def test_data_ingest_out_never_an_input_or_foreign_data(era5_grib_path, tmp_path
     store = ingest.ingest([grib], tmp_path / "era5.zarr", member=1)
     ingest.ingest([grib], store, member=2, overwrite=True)  # an explicit replace of its own kind
     np.testing.assert_array_equal(schema.open_store(store)["temperature"].values,
-                                  ingest.convert([grib], member=2)["temperature"].values)
+                                  era5.convert([grib], member=2)["temperature"].values)

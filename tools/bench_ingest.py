@@ -44,7 +44,7 @@ def main() -> None:
     a = p.parse_args()
     import cfgrib
 
-    from aeris_ds.data.ingest_many import ingest_many
+    from aeris_ds.data.ingest import ingest
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -56,7 +56,7 @@ def main() -> None:
                 ds.load()
         alone = time.perf_counter() - tick
         tick = time.perf_counter()
-        ingest_many(files, tmp / "era5.zarr", workers=a.workers, progress=False)
+        ingest(files, tmp / "era5.zarr", workers=a.workers)
         ours = time.perf_counter() - tick
     print(f"{a.files} GRIB files, {mb:.1f} MB")
     print(f"cfgrib alone (1 process)         {mb / alone:7.2f} MB/s  ({alone:.1f} s)")

@@ -1,208 +1,119 @@
-"""``aeris-ds ingest``: ERA5 GRIB/netCDF as downloaded from the Copernicus CDS → the WB2 zarr schema.
+"""``aeris-ds ingest``: ERA5 GRIB/netCDF files (e.g. a month each, pressure and single levels) → one store.
 
-GRIB is read with cfgrib (eccodes from the ``eccodeslib`` wheel). netCDF-4 files (what the CDS
-delivers) need ``h5netcdf`` or ``netCDF4`` installed; netCDF-3 files are read by scipy.
-ECMWF short names become WB2 names, levels become int hPa, latitude ascending, longitude in
-[0, 360). Ensemble files keep a ``number`` dim (time, number, ...) unless one member is selected.
-A new store is written under a temporary name and renamed; an existing ingested store is extended along
-time with only the times it does not have yet (so an interrupted ingest of many files resumes). A GRIB file
-with a truncated or undecodable message, or whose messages do not fill whole hypercubes, is refused before
-anything is written.
+Each file is converted by data/era5.py. Files are first scanned for their time range (GRIB message headers
+only, no values decoded); files whose ranges overlap (a month's pressure-level and single-level files) form
+one batch, and batches go to the store in time order. ``workers`` processes decode a few batches ahead of
+the writer (one worker decodes in a thread beside it), so memory holds at most about ``workers + 1``
+batches. A new store, or the replacement of an ingested one (``--overwrite``), grows in a hidden sibling
+``.OUT.partial`` and appears by one rename when complete; a rerun resumes after its last complete batch.
+An existing ingested store is extended in place the same way with the times it does not have yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
 from aeris_ds.data import schema
-from aeris_ds.errors import DataError, MissingPathError
-from aeris_ds.outputs import check_output
+from aeris_ds.data.era5 import check_input, convert, time_range
+from aeris_ds.data.rechunk import write_slab
+from aeris_ds.errors import DataError
+from aeris_ds.outputs import check_output, install
 
-# ECMWF short name -> WB2 name. ``z`` without a level dim is the surface geopotential (orography).
-SHORT_NAMES = {
-    "z": "geopotential",
-    "t": "temperature",
-    "u": "u_component_of_wind",
-    "v": "v_component_of_wind",
-    "q": "specific_humidity",
-    "t2m": "2m_temperature",
-    "u10": "10m_u_component_of_wind",
-    "v10": "10m_v_component_of_wind",
-    "msl": "mean_sea_level_pressure",
-    "sst": "sea_surface_temperature",
-    "sp": "surface_pressure",
-    "lsm": "land_sea_mask",
-}
-_LEVEL_NAMES = ("isobaricInhPa", "pressure_level", "plev", "level")
-_GRIB_SUFFIXES = {".grib", ".grb", ".grib1", ".grib2", ".grb2"}
 KIND = "ingest"  # the output kind of an ingested store (aeris_ds.outputs)
+DONE_ATTR = "ingest_done_times"  # times of the store written completely (a killed append may leave more)
 
 
-def _is_grib(path: Path) -> bool:
-    if path.suffix.lower() in _GRIB_SUFFIXES:
-        return True
-    with open(path, "rb") as f:
-        return f.read(4) == b"GRIB"
+def batches(ranges: dict[Path, tuple[np.datetime64, np.datetime64]]) -> list[list[Path]]:
+    """Files grouped so that batches are disjoint in time and sorted; files that overlap share a batch."""
+    out: list[list[Path]] = []
+    end = None
+    for path, (first, last) in sorted(ranges.items(), key=lambda kv: (kv[1][0], str(kv[0]))):
+        if end is not None and first <= end:
+            out[-1].append(path)
+            end = max(end, last)
+        else:
+            out.append([path])
+            end = last
+    return out
 
 
-def _grib_messages(path: Path) -> int:
-    """Number of GRIB messages, each decoded once: a truncated or damaged one is a ``DataError``."""
-    import eccodes
-
-    n = 0
-    with open(path, "rb") as f:
-        while True:
-            try:
-                gid = eccodes.codes_grib_new_from_file(f)
-                if gid is None:
-                    break
-                try:
-                    eccodes.codes_get_values(gid)
-                finally:
-                    eccodes.codes_release(gid)
-            except eccodes.CodesInternalError as err:
-                raise DataError(f"{path}: GRIB message {n + 1} is truncated or unreadable ({err}); "
-                                "nothing was written (download the file again)") from err
-            n += 1
-    if n == 0:
-        raise DataError(f"{path} holds no GRIB message (empty, or not a GRIB file)")
-    return n
+def _decode(paths: list[Path], member: int | None, drop_poles: bool) -> xr.Dataset:
+    """One batch in the schema, in memory (runs in a worker)."""
+    return convert(paths, member=member, drop_poles=drop_poles).load()
 
 
-def _fields(ds: xr.Dataset) -> int:
-    """2-D fields in an opened hypercube: what cfgrib made of the messages."""
-    return sum(var.size // (var.sizes["latitude"] * var.sizes["longitude"]) for var in ds.data_vars.values())
+def _pool(workers: int) -> Executor:
+    if workers == 1:
+        return ThreadPoolExecutor(1)
+    # Worker processes must not inherit threads (JAX, OpenMP) of the parent.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _open(path: Path) -> list[xr.Dataset]:
-    if not path.exists():
-        raise MissingPathError(f"input file {path} does not exist")
-    if path.is_dir() or path.stat().st_size == 0:
-        raise DataError(f"input {path} is {'a directory' if path.is_dir() else 'empty'}, not a GRIB or netCDF file")
-    if _is_grib(path):
-        import cfgrib
+def ingest(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, member: int | None = None,
+           drop_poles: bool = False, times_per_shard: int | None = None, overwrite: bool = False,
+           workers: int = 1, progress: bool = False) -> Path:
+    """Streams ``paths`` into the store ``out``: created, replaced (``overwrite``) or extended in time.
 
-        messages = _grib_messages(path)
-        # One dataset per hypercube (pressure levels and surface fields cannot share one);
-        # indexpath="" keeps cfgrib from writing .idx files next to (possibly read-only) inputs.
-        parts = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
-        fields = sum(_fields(ds) for ds in parts)
-        if fields != messages:  # cfgrib drops messages it cannot place, and fills holes with NaN
-            raise DataError(f"{path}: {messages} GRIB messages make {fields} fields (a time, member or level "
-                            "missing or repeated); nothing was written")
-        return parts
-    try:
-        return [xr.open_dataset(path)]
-    except (ValueError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"cannot open {path}: not a GRIB or netCDF file xarray can read (netCDF-4 needs "
-                        f"h5netcdf or netCDF4 installed): {first}") from err
-
-
-def _to_schema(ds: xr.Dataset, *, member: int | None, drop_poles: bool) -> xr.Dataset:
-    """Renames, reorients and unit-checks one opened hypercube."""
-    # Time: analyses have step 0, so valid_time is the time; CDS netCDF has valid_time as the dim.
-    if "valid_time" in ds.coords:
-        if "valid_time" not in ds.dims:
-            if "time" in ds.dims:
-                ds = ds.swap_dims({"time": "valid_time"})
-            else:
-                ds = ds.expand_dims("valid_time")
-        ds = ds.drop_vars([c for c in ("time",) if c in ds.coords]).rename({"valid_time": "time"})
-    if "step" in ds.dims:
-        raise ValueError("forecast files (a 'step' dimension) are not supported; ingest analyses")
-    for name in _LEVEL_NAMES:
-        if name in ds.dims and name != "level":
-            ds = ds.rename({name: "level"})
-    if "number" in ds.dims:
-        if member is not None:
-            if member not in ds["number"].values:
-                raise ValueError(f"member {member} not in the file's members {ds['number'].values.tolist()}")
-            ds = ds.sel(number=member)
-    elif member is not None and "number" in ds.coords and int(ds["number"]) != member:
-        raise ValueError(f"member {member} requested but the file holds member {int(ds['number'])}")
-    scalars = [c for c in ds.coords if c not in ds.dims]
-    ds = ds.drop_vars(scalars)
-    if "level" in ds.dims:
-        ds = ds.assign_coords(level=ds["level"].values.astype(np.int64)).sortby("level")
-    lon = ds["longitude"].values % 360.0
-    ds = ds.assign_coords(longitude=lon).sortby("longitude").sortby("latitude")
-    if drop_poles:
-        ds = ds.sel(latitude=ds["latitude"][np.abs(ds["latitude"].values) < 90.0])
-
-    out = {}
-    for short, var in ds.data_vars.items():
-        if short not in SHORT_NAMES:
-            continue
-        name = SHORT_NAMES[short]
-        if short == "z" and "level" not in var.dims:
-            name = "geopotential_at_surface"
-        if name in schema.STATIC and "time" in var.dims:
-            var = var.isel(time=0, drop=True)  # CDS delivers statics with a time axis
-        units = var.attrs.get("units")
-        if not schema.units_match(name, units):
-            raise ValueError(f"variable {short!r} ({name}) has units {units!r}, expected "
-                             f"{schema.UNITS[name]!r}")
-        want = schema.expected_dims(name)
-        if "number" in var.dims:
-            want = (want[0], "number", *want[1:])
-        var = var.transpose(*want).astype(np.float32)
-        var.attrs = {"units": schema.UNITS[name], "long_name": var.attrs.get("long_name", name)}
-        out[name] = var
-    if not out:
-        raise ValueError(f"no known ERA5 variables; found {sorted(map(str, ds.data_vars))}, "
-                         f"known short names {sorted(SHORT_NAMES)}")
-    return xr.Dataset(out)
-
-
-def convert(paths: Iterable[str | os.PathLike], *, member: int | None = None,
-            drop_poles: bool = False) -> xr.Dataset:
-    """Opens ERA5 GRIB/netCDF files and returns one dataset in the WB2 schema, sorted by time."""
-    parts = [
-        _to_schema(ds, member=member, drop_poles=drop_poles)
-        for path in paths for ds in _open(Path(path))
-    ]
-    ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="override")
-    if "time" in ds.dims:
-        ds = ds.sortby("time")
-        _, first = np.unique(ds["time"].values, return_index=True)
-        ds = ds.isel(time=np.sort(first))
-    ds.attrs = {"source": "ERA5 (Copernicus CDS), converted by aeris-ds ingest"}
-    return ds
-
-
-def ingest(
-    paths: Iterable[str | os.PathLike],
-    out: str | os.PathLike,
-    *,
-    member: int | None = None,
-    drop_poles: bool = False,
-    times_per_shard: int | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Converts ``paths`` into the store ``out``: written atomically if new (or replaced with ``overwrite``),
-    else extended in time. ``out`` must be new or a store written by ingest, and none of the inputs."""
-    out, paths = Path(out), [Path(p) for p in paths]
+    ``out`` must be new or a store written by ingest, and none of the inputs. ``times_per_shard`` applies to a
+    store this call creates (an extended one keeps its layout). Returns ``out``.
+    """
+    paths, out = [Path(p) for p in paths], Path(out)
+    for path in paths:
+        check_input(path)
     extend = check_output(out, KIND, inputs=paths, overwrite=overwrite, resumable=True)
-    ds = convert(paths, member=member, drop_poles=drop_poles)
-    schema.validate_store(ds, list(ds.data_vars))
-    if extend:
-        last = schema.open_store(out)["time"].values[-1]
+    target = out if extend else out.with_name(f".{out.name}.partial")
+    done, last = 0, None
+    if target.exists():
+        have = schema.open_store(target)
+        done = int(have.attrs.get(DONE_ATTR, have.sizes["time"]))
+        last = have["time"].values[done - 1] if done else None
+    with _pool(workers) as pool:
+        ranges = dict(zip(paths, pool.map(time_range, paths), strict=True))
+        todo = [b for b in batches(ranges) if last is None or max(ranges[p][1] for p in b) > last]
+        pending: deque = deque()
+        size = sum(p.stat().st_size for b in todo for p in b) / 2**20
+        # disable=None: a bar on a terminal only, so that an error stays one line in a log
+        with tqdm(total=size, unit="MB", desc="ingest", disable=None if progress else True) as bar:
+            for batch in todo:
+                pending.append((batch, pool.submit(_decode, batch, member, drop_poles)))
+                while len(pending) > workers or (pending and batch is todo[-1]):
+                    done, last = _append(target, pending, done, last, times_per_shard, bar)
+    if not target.exists():
+        raise DataError(f"no fields in {len(paths)} file(s) for {out}")
+    if target != out:
+        install(target, out, KIND)
+    return out
+
+
+def _append(target: Path, pending: deque, done: int, last, times_per_shard: int | None,
+            bar: tqdm) -> tuple[int, np.datetime64]:
+    """Writes the oldest decoded batch after the store's last complete time."""
+    batch, future = pending.popleft()
+    ds = future.result()
+    if last is not None:
         ds = ds.sel(time=ds["time"] > last)
-        if ds.sizes["time"] == 0:
-            return out
-        return schema.write_store(ds, out, append=True)
-    return schema.write_store(ds.load(), out, times_per_shard=times_per_shard, kind=KIND)
+    if ds.sizes["time"]:
+        schema.validate_store(ds, list(ds.data_vars))
+        write_slab(ds, target, done, None, times_per_shard)
+        done += ds.sizes["time"]
+        last = ds["time"].values[-1]
+        schema.update_attrs(target, {DONE_ATTR: done})
+    bar.update(sum(p.stat().st_size for p in batch) / 2**20)
+    return done, last
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``aeris-ds ingest FILE... --out STORE [--member N] [--drop-poles]``."""
+    """``aeris-ds ingest FILE... --out STORE [--member N] [--drop-poles] [--workers N]``."""
     p = argparse.ArgumentParser(prog="aeris-ds ingest", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", type=Path, help="ERA5 GRIB (.grib/.grb) or netCDF (.nc) files")
     p.add_argument("--out", required=True, type=Path, help="zarr store to create, or an ingested store to extend")
@@ -210,18 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--member", type=int, default=None,
                    help="select one ensemble member (default: keep the 'number' dim)")
     p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
-    p.add_argument("--times-per-shard", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None,
-                   help="decode files in this many processes and stream them into the store in time order, "
-                        "resumably (many monthly files; data/ingest_many.py)")
+    p.add_argument("--times-per-shard", type=int, default=None, help="times per shard of a new store")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding files ahead of the writer")
     a = p.parse_args(argv)
-    if a.workers:
-        from aeris_ds.data.ingest_many import ingest_many
-
-        print(ingest_many(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, workers=a.workers))
-        return
-    print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles,
-                 times_per_shard=a.times_per_shard, overwrite=a.overwrite))
+    if a.workers < 1:
+        p.error("--workers must be at least 1")
+    print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, times_per_shard=a.times_per_shard,
+                 overwrite=a.overwrite, workers=a.workers, progress=True))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from aeris_ds.config import ExperimentConfig, load_config
 from aeris_ds.data import schema
 from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.errors import MissingPathError, OutputError
-from aeris_ds.outputs import check_output, mark
+from aeris_ds.outputs import check_output, install
 
 KIND = "rechunk"  # the output kind (aeris_ds.outputs)
 DONE_ATTR = "rechunk_done_times"  # times of DST written completely (a killed append may leave more)
@@ -80,8 +80,7 @@ def rechunk(src: str | os.PathLike, dst: str | os.PathLike, cfg: ExperimentConfi
             schema.update_attrs(partial, {DONE_ATTR: stop})
             bar.update(stop - done)
             done = stop
-    mark(partial, KIND)
-    os.replace(partial, dst)
+    install(partial, dst, KIND)
     return dst
 
 

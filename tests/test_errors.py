@@ -42,11 +42,15 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.match(r"(\[rank \d+\] )?error: ", line)]
 
 
-def test_lead_zero_is_one_line(capsys):
+def test_lead_zero_is_one_line_and_the_traceback_goes_to_the_run_folder(tmp_path, capsys, monkeypatch):
+    from aeris_ds import errors
     from aeris_ds.forecast.driver import main
 
-    assert run_command(main, ["--weights", "missing.pt", "--lead", "0h"]) == 2
+    monkeypatch.setattr(errors, "_log", None)  # restored after the test
+    out = tmp_path / "run" / "forecast.zarr"
+    assert run_command(main, ["--weights", "missing.pt", "--lead", "0h", "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: --lead '0h': expected a positive lead such as 90d or 72h\n"
+    assert "Traceback" in (tmp_path / "run" / "error.log").read_text() and not out.exists()
 
 
 def test_data_help_prints_help_and_succeeds(capsys):

@@ -24,7 +24,7 @@ from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats, stats_path
 from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import sample
-from aeris_ds.errors import ConfigError, DataError, OutputError, run_command
+from aeris_ds.errors import ConfigError, DataError, OutputError, log_to, run_command
 from aeris_ds.forecast.rollout import rollout
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
+    log_to(Path(args.out).parent / "error.log")  # the run folder's, as training's
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))

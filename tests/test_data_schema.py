@@ -41,12 +41,33 @@ def test_data_schema_round_trip_chunks_and_shards(tmp_path):
 
 def test_data_schema_time_blocks_fit_the_target_and_divide_the_shard(monkeypatch):
     ds = _dataset(12)
-    per_time = 4 * 2 * 19 * 32  # bytes of one time of temperature's inner chunk
+    per_time = 4 * 2 * 19 * 36  # bytes of one time of temperature's whole field
     assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, None) == (12, 12)
-    monkeypatch.setattr(schema, "_INNER_TARGET_BYTES", 5 * per_time)
+    monkeypatch.setattr(schema, "_BLOCK_TARGET_BYTES", 5 * per_time)
     assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, None) == (5, 10)  # shards: whole blocks
     assert schema._time_blocks(ds, {"latitude": 32, "longitude": 32}, 12) == (4, 12)  # largest divisor ≤ 5
     assert schema._time_blocks(ds, {"time": 1, "latitude": 8, "longitude": 16}, 12) == (1, 12)
+
+
+def _shaped(n_time: int, levels: int, n_lat: int, n_lon: int) -> xr.Dataset:
+    """A dataset of the given shape without its memory (a broadcast zero): only sizes matter here."""
+    zeros = np.broadcast_to(np.float32(0), (n_time, levels, n_lat, n_lon))
+    return xr.Dataset({"temperature": (schema.ATMOSPHERIC_DIMS, zeros),
+                       "2m_temperature": (schema.SURFACE_DIMS, zeros[:, 0])})
+
+
+@pytest.mark.parametrize(("shape", "per_shard", "blocks"), [
+    ((13, 721, 1440), None, (1, 1)),       # 0.25°: 54 MB a time, a sample read fetches one time per chunk
+    ((13, 121, 240), None, (5, 40)),       # 1.5°: 1.5 MB a time → 5 times within 8 MiB
+    ((3, 32, 64), None, (341, 2728)),      # the embedded grid: 24 KiB a time
+    ((3, 32, 64), 480, (240, 480)),        # … as Held–Suarez writes it, a shard of 480 frames
+])
+def test_data_schema_time_block_follows_the_grid(shape, per_shard, blocks):
+    ds = _shaped(4000, *shape)
+    t_chunk, t_shard = schema._time_blocks(ds, schema._DEFAULT_INNER_CHUNKS, per_shard)
+    assert (t_chunk, t_shard) == blocks
+    field = 4 * shape[0] * shape[1] * shape[2]
+    assert t_chunk == 1 or t_chunk * field <= schema._BLOCK_TARGET_BYTES  # a time block's whole field
 
 
 def test_data_schema_old_layout_still_reads_and_appends(tmp_path):

@@ -60,7 +60,7 @@ STATIC_VARS = ("geopotential_at_surface", "land_sea_mask")
 # of 30 days instead of 65 for 3/1/1 years.
 YEARS = (2.0, 0.1, 0.75)
 VARIABLES = ATMOS_VARS + SURFACE_VARS + STATIC_VARS
-# Chunks per shard (and per inner time block of the store): 4 × 30 days = 480 frames, ~6 MB inner chunks.
+# Chunks per shard: 4 × 30 days = 480 frames (inner time blocks of 240 frames, ~3 MB: data/schema.py).
 SHARD_CHUNKS = 4
 # Surface-pressure perturbation of the initial isothermal rest state (its position is drawn from the
 # seed); it triggers the baroclinic instability.

@@ -3,10 +3,11 @@
 Every store the training reader sees (real ERA5 ingested by ``ingest``, the embedded Held–Suarez
 dataset) follows this schema, so one reader serves both. Stores are written as zarr v3 with
 sharding: an inner chunk is a block of times × all levels × a 32×32 lat/lon block (whole windows of
-8, 16 or 32 points), so a rank reading only its spatial block touches only the inner chunks it needs,
-while chunks of a few MiB keep a plain ``xr.open_zarr`` read (one dask task per inner chunk) within a
-few times the rate of reading a .npy file (tools/bench_store.py); a shard (time blocks × the whole
-field) keeps the file count small.
+8, 16 or 32 points), so a rank reading only its spatial block touches only the inner chunks it needs.
+On a small grid a time block of many times makes chunks of a few MiB, which keep a plain
+``xr.open_zarr`` read (one dask task per inner chunk) within a few times the rate of reading a .npy file
+(tools/bench_store.py); on a big grid it is one time, so that a read of one sample fetches no more times
+than it uses. A shard (time blocks × the whole field) keeps the file count small.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ _UNIT_ALIASES = {
 }
 
 _DEFAULT_INNER_CHUNKS = {"latitude": 32, "longitude": 32}
-_INNER_TARGET_BYTES = 8 * 2**20
+_BLOCK_TARGET_BYTES = 8 * 2**20  # a time block of one whole field of the largest variable
 _SHARD_TARGET_BYTES = 64 * 2**20
 # A crc32c of every inner chunk: a damaged byte fails the read instead of decoding to finite garbage. No
 # zstd: it saved ~11 % of the embedded data's bytes and halved the read rate.
@@ -153,27 +154,24 @@ def _validate_time(times: np.ndarray) -> None:
 def _time_blocks(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: int | None) -> tuple[int, int]:
     """(times per inner chunk, times per shard), the same for every variable so time blocks line up.
 
-    An inner chunk holds as many times as keep the largest variable's chunk within ~8 MiB (or
-    ``inner_chunks["time"]``); a shard is a whole number of them (``times_per_shard`` when given).
+    A read of one time fetches its whole time block, so the block spans as many times as keep one whole
+    field of the largest variable within ~8 MiB (or ``inner_chunks["time"]``): inner chunks of a few MiB on
+    a small grid (the embedded 32×64 one), one time on a big one (0.25°: 54 MB a time), where a sample
+    read would otherwise fetch a hundred times more than it uses. A shard is a whole number of blocks
+    (``times_per_shard`` when given).
     """
     timed = [v for v in ds.data_vars.values() if "time" in v.dims]
     if not timed:
         return 1, 1
     n_time = ds.sizes["time"]
-
-    def per_time(var: xr.DataArray, inner: bool) -> int:
-        sizes = [min(int(inner_chunks[d]), n) if inner and d in inner_chunks else n
-                 for d, n in var.sizes.items() if d != "time"]
-        return var.dtype.itemsize * math.prod(sizes)
-
-    chunk_bytes, shard_bytes = max(per_time(v, True) for v in timed), max(per_time(v, False) for v in timed)
-    t_chunk = int(inner_chunks.get("time", 0)) or max(1, _INNER_TARGET_BYTES // chunk_bytes)
+    field_bytes = max(v.dtype.itemsize * v.size // n_time for v in timed)  # one time, whole field
+    t_chunk = int(inner_chunks.get("time", 0)) or max(1, _BLOCK_TARGET_BYTES // field_bytes)
     if times_per_shard:
         # The largest divisor of the shard not above the target.
         t_chunk = max(d for d in range(1, min(t_chunk, times_per_shard) + 1) if times_per_shard % d == 0)
         return t_chunk, times_per_shard
     t_chunk = min(t_chunk, n_time)
-    return t_chunk, t_chunk * max(1, min(_SHARD_TARGET_BYTES // shard_bytes, n_time) // t_chunk)
+    return t_chunk, t_chunk * max(1, min(_SHARD_TARGET_BYTES // field_bytes, n_time) // t_chunk)
 
 
 def _encoding(ds: xr.Dataset, inner_chunks: Mapping[str, int], times_per_shard: int | None) -> dict:

@@ -140,6 +140,8 @@ class SamplerConfig(Strict):
     s_tmin: float = Field(0.0, ge=0)
     s_tmax: float = math.inf
     s_noise: float = Field(1.0, ge=0, description="scale of the churn noise (> 1 inflates it)")
+    project: bool = Field(False, description="project each step's state onto the spherical harmonics the data "
+                          "resolve (the store's spectral_truncation attr): no power at scales the data cannot carry")
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:

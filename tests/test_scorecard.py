@@ -163,3 +163,22 @@ def test_score_written_and_cli_end_to_end(case, tmp_path, capsys):
     with pytest.raises(DataError, match="short.zarr: truth lacks"):
         truth.sel(time=slice(None, "2020-01-09")).to_zarr(tmp_path / "short.zarr")
         main([str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "short.zarr"), "--out", str(out)])
+
+
+def test_stability_judges_bands_up_to_a_declared_truncation(case):
+    _, truth, _ = case
+    truth = truth.assign_attrs(spectral_truncation=12)  # 36 longitudes: k 13..18 lie beyond T12
+    fc = _forecast(truth, noise=0.1)
+    lon = np.deg2rad(fc["longitude"])
+    beyond = stability_report(fc + 3.0 * np.cos(18 * lon), truth)  # power at the Nyquist k only
+    bands = next(c for c in beyond.criteria if c.name == "band power ratios")
+    assert bands.passed is True and not beyond.excess_power
+    reported = next(c for c in beyond.criteria if c.name == "power beyond T12 (not judged)")
+    assert reported.passed is None and "interpolation residue" in reported.detail
+    ratio = float(beyond.diagnostics.temperature.sel(diagnostic="power_ratio_beyond").max())
+    assert ratio > 10 and f"{ratio:.3g}" in reported.detail
+    inside = stability_report(fc + 3.0 * np.cos(10 * lon), truth)  # k = 10: the high third of 1..12
+    bands = next(c for c in inside.criteria if c.name == "band power ratios")
+    assert bands.passed is False and "high" in bands.detail and inside.excess_power
+    assert "power_ratio_beyond" not in stability_report(fc, truth.assign_attrs(spectral_truncation=None)
+                                                        ).diagnostics.diagnostic

@@ -6,11 +6,13 @@
 
 A variant is ``NAME=KEY=VALUE,…`` (sampler keys as in the YAML's ``sampler`` section; nothing after ``=``
 keeps the sampler saved with the weights); several ``--weights LABEL=PATH`` are crossed with the variants.
-Each forecast goes to ``<work>/<label>-<name>.zarr`` and is scored by ``aeris-ds evaluate`` (no plots) into
-``<work>/<label>-<name>.scores``; its row (one JSON in ``--out``, so runs may go in parallel) holds spread/skill
-with the finite-ensemble factor, fair CRPS, z500 RMSE ratios, each with its 90 % bootstrap interval over init
-times, the band power ratios (forecast ÷ truth zonal power, smallest–largest over variables and levels), the
-stability verdict and the forecast's wall time per member-step. ``calibration.md``/``.csv`` gather all rows.
+Each forecast goes to ``<work>/<label>-<name>.zarr`` and is scored by ``aeris-ds evaluate`` (``--plots``: none
+by default) into ``<out>/<label>-<name>/``; its row (one JSON in ``--out``, so runs may go in parallel) holds
+spread/skill with the finite-ensemble factor, fair CRPS, z500 RMSE ratios and rank-histogram flatness, each
+with its 90 % bootstrap interval over init times, the band power ratios (forecast ÷ truth zonal power,
+smallest–largest over variables and levels), the stability verdict and the forecast's wall time per
+member-step. ``calibration.md``/``.csv`` gather all rows. A forecast whose row exists is not redone; an
+interrupted one resumes from its store.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def summarise(scores_dir: Path) -> dict[str, object]:
                                                                       24 * d))
     for d in (1, 3):
         row[f"CRPS z500 {d}d"] = _cell(_pick(frame, "crps", "geopotential", 500, 24 * d))
+    for d in (1, 5, 10):
+        row[f"rank U z500 {d}d"] = _cell(_pick(frame, "rank_outlier_ratio", "geopotential", 500, 24 * d))
     for d in (1, 3, 5):
         row[f"RMSE/pers z500 {d}d"] = _cell(_pick(frame, "rmse_ratio_persistence", "geopotential", 500, 24 * d))
     clim = frame[(frame.system == "forecast") & (frame.metric == "rmse_ratio_climatology")
@@ -65,17 +69,19 @@ def summarise(scores_dir: Path) -> dict[str, object]:
     row["CRPS/MAE z500 max (upper bound)"] = f"{crps_mae['value'].max():.3g} ({crps_mae['hi'].max():.3g})"
     diag = pd.DataFrame(doc["stability"]["diagnostics"])
     variables = [c for c in diag.columns if c not in ("diagnostic", "level", "lead_hours")]
-    for band in ("high", "mid", "low"):
-        for d in (1, 10):
+    days = [d for d in (1, 10, 30, 60, 90) if np.isclose(diag.lead_hours, 24 * d).any()]
+    for band in ("beyond", "high", "mid", "low"):
+        for d in days:
             at = diag[(diag.diagnostic == f"power_ratio_{band}") & np.isclose(diag.lead_hours, 24 * d)][variables]
-            row[f"power {band} {d}d min-max"] = f"{np.nanmin(at.values):.3g}-{np.nanmax(at.values):.3g}" \
-                if at.size else "nan"
-    for d in (1, 10):
+            if at.size:
+                row[f"power {band} {d}d min-max"] = f"{np.nanmin(at.values):.3g}-{np.nanmax(at.values):.3g}"
+    for d in days:
         at = diag[(diag.diagnostic == "power_ratio_high") & np.isclose(diag.lead_hours, 24 * d)
                   & np.isclose(diag.level, 500)]["geopotential"]
         row[f"power high z500 {d}d"] = f"{at.iloc[0]:.3g}" if len(at) else "nan"
-    failed = [c["name"] for c in doc["stability"]["criteria"] if c["passed"] is False]
-    row["stability"] = "FAIL: " + "; ".join(failed) if failed else "PASS"
+    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+    for c in doc["stability"]["criteria"]:
+        row[f"stability: {c['name']}"] = f"{verdict[c['passed']]}: {c['detail']}"
     return row
 
 
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lead", default="10d")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 90 %% intervals")
+    p.add_argument("--plots", choices=("none", "headline", "all"), default="none", help="aeris-ds evaluate --plots")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the rows in --out")
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
@@ -103,19 +110,21 @@ def main(argv: list[str] | None = None) -> None:
             label = label or Path(path).parent.name
             for variant in args.variant or ["saved="]:
                 name, _, overrides = variant.partition("=")
-                dest = work / f"{label}-{name}.zarr"
-                start = time.perf_counter()
+                dest, scores = work / f"{label}-{name}.zarr", out / f"{label}-{name}"
+                if (out / f"{label}-{name}.json").exists():
+                    continue
+                resumed, start = dest.exists(), time.perf_counter()
                 run_forecast(path, args.store, dest, args.init_times, args.members, args.lead,
                              sampler_overrides(path, overrides), args.seed, progress=False)
                 wall = time.perf_counter() - start
                 fc = xr.open_zarr(dest)
                 steps = fc.sizes["prediction_timedelta"] * fc.sizes["time"] * fc.sizes["number"]
-                scores = work / f"{label}-{name}.scores"
-                evaluate([str(dest), "--truth", args.store, "--out", str(scores), "--plots", "none",
-                          "--climatology-from", truth.attrs["split_train"], "--resamples", str(args.resamples)])
+                evaluate([str(dest), "--truth", args.store, "--out", str(scores), "--plots", args.plots,
+                          "--overwrite", "--climatology-from", truth.attrs["split_train"],
+                          "--resamples", str(args.resamples)])
                 row = {"weights": label, "variant": name, "sampler": fc.attrs.get("sampler", "?"),
-                       "inits": fc.sizes["time"], "members": fc.sizes["number"],
-                       "s per member-step": f"{wall / steps:.3g}", **summarise(scores)}
+                       "inits": fc.sizes["time"], "members": fc.sizes["number"], "lead": args.lead,
+                       "s per member-step": "resumed" if resumed else f"{wall / steps:.3g}", **summarise(scores)}
                 print(json.dumps(row), flush=True)
                 (out / f"{label}-{name}.json").write_text(json.dumps(row, indent=1))
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]

@@ -342,6 +342,8 @@ def generate(
         "2m_temperature_note": "temperature of the lowest sigma level (sigma=0.9375)",
         "mean_sea_level_pressure_note": "equals surface_pressure (flat surface)",
         "levels_note": "sigma-to-pressure by linear interpolation in log pressure",
+        # total wavenumbers n <= this carry the dycore's state; beyond it only interpolation residue (~1e-12)
+        "spectral_truncation": int(resolution.lstrip("T")),
         **_split_attrs(n_split),
     }
 

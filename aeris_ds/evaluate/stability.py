@@ -5,6 +5,11 @@ Autoregressive diffusion models fail in three ways here: blow-up (growing varian
 sampler). Per lead, averaged over init times and members: drift of the global mean, the spatial std
 ratio, and forecast ÷ truth zonal power in thirds of the wavenumbers; for an ensemble also the spread's
 spectrum against the ensemble-mean error's. Long rollouts add spectra per wavenumber and the t850 drift.
+
+Where the truth declares a spectral truncation (attrs ``spectral_truncation``: the data were made at T_N),
+the judged bands are thirds of wavenumbers 1..N, and wavenumbers beyond N form a ``beyond`` band that is
+reported but not judged: the truth has no dynamics there (only interpolation residue, ~1e-12 of its
+power), so a ratio to it measures nothing but that residue.
 """
 
 from __future__ import annotations
@@ -71,12 +76,14 @@ class StabilityReport:
         return all(c.passed is not False for c in self.criteria)
 
 
-def band_power(spectrum: xr.DataArray, band: str) -> xr.DataArray:
-    """Power summed over the low/mid/high third of wavenumbers 1..kmax (k = 0 is the zonal mean)."""
-    kmax = int(spectrum[K].max())
-    edges = np.linspace(0, kmax, 4)
+def band_power(spectrum: xr.DataArray, band: str, truncation: int | None = None) -> xr.DataArray:
+    """Power summed over the low/mid/high third of wavenumbers 1..kmax (k = 0 is the zonal mean), kmax the
+    truncation when given, else the largest wavenumber; ``beyond`` sums the wavenumbers above the truncation."""
+    k, kmax = spectrum[K], int(spectrum[K].max())
+    if band == "beyond":
+        return spectrum.where(k > (kmax if truncation is None else truncation)).sum(K, skipna=True)
+    edges = np.linspace(0, kmax if truncation is None else min(truncation, kmax), 4)
     lo, hi = {"low": edges[:2], "mid": edges[1:3], "high": edges[2:]}[band]
-    k = spectrum[K]
     return spectrum.where((k > lo) & (k <= hi)).sum(K, skipna=True)
 
 
@@ -162,11 +169,14 @@ def stability_report(forecast: xr.Dataset, truth: xr.Dataset, *, weighting: Weig
     ``POWER_RATIO_RANGE``. Forecast statistics average over members and inits.
     """
     forecast = forecast.load()
+    truncation = truth.attrs.get("spectral_truncation")
+    truncation = None if truncation is None else int(truncation)
     aligned = align_truth(truth[list(forecast.data_vars)], forecast).load()
     reduce_fc = [d for d in (TIME, MEMBER) if d in forecast.dims]
     m = forecast.sizes.get(MEMBER, 1)
     diagnostics, spectra, flags = {}, {}, []
-    bounded, power, spread_error = {}, {}, {}
+    bounded, power, spread_error, beyond = {}, {}, {}, {}
+    bands = BANDS if truncation is None else (*BANDS, "beyond")
     lo, hi = POWER_RATIO_RANGE
     for name in map(str, forecast.data_vars):
         fc, tr = forecast[name], aligned[name]
@@ -183,13 +193,17 @@ def stability_report(forecast: xr.Dataset, truth: xr.Dataset, *, weighting: Weig
             spec["error"] = zonal_power_spectrum(mean - tr, weighting=weighting)
         rows = {"mean_drift": fc_mean.mean(reduce_fc) - tr_mean.mean(TIME), "std_ratio": std_ratio,
                 "nonfinite_fraction": nonfinite}
-        for band in BANDS:
-            ratio = band_power(spec["forecast"], band) / band_power(spec["truth"], band)
-            rows[f"power_ratio_{band}"] = power[f"{name} {band}"] = ratio
+        for band in bands:
+            ratio = band_power(spec["forecast"], band, truncation) / band_power(spec["truth"], band, truncation)
+            rows[f"power_ratio_{band}"] = ratio
+            if band == "beyond":  # reported, not judged (module docstring)
+                beyond[name] = ratio
+                continue
+            power[f"{name} {band}"] = ratio
             flags += _first_lead_flags("smoothing", name, ratio < lo, ratio, f"{band}-k power ratio")
             flags += _first_lead_flags("excess power", name, ratio > hi, ratio, f"{band}-k power ratio")
             if m >= 2:
-                ratio = band_power(spec["spread"], band) / band_power(spec["error"], band)
+                ratio = band_power(spec["spread"], band, truncation) / band_power(spec["error"], band, truncation)
                 rows[f"spread_error_ratio_{band}"] = spread_error[f"{name} {band}"] = ratio
         diagnostics[name] = xr.concat([r.drop_attrs() for r in rows.values()], pd.Index(list(rows), name="diagnostic"),
                                       coords="minimal", compat="override")
@@ -207,6 +221,11 @@ def stability_report(forecast: xr.Dataset, truth: xr.Dataset, *, weighting: Weig
         if m >= 2 else Criterion("spread spectrum vs error spectrum", None, "one member"),
         *_long_criteria(spectra, diagnostics, leads),
     ]
+    if truncation is not None:
+        measured = _range_criterion("", beyond, what="").detail.split("; ", 1)[1]
+        criteria.append(Criterion(f"power beyond T{truncation} (not judged)", None,
+                                  f"the truth declares spectral truncation T{truncation}: above it it holds only "
+                                  f"interpolation residue; forecast/truth power there, {measured}"))
     name, level = DRIFT_FIELD
     if name in diagnostics and LEVEL in diagnostics[name].dims and level in diagnostics[name][LEVEL].values:
         drift = diagnostics[name].sel(diagnostic="mean_drift", **{LEVEL: level})
@@ -222,7 +241,9 @@ def stability_report(forecast: xr.Dataset, truth: xr.Dataset, *, weighting: Weig
         f"per lead, averaged over init times and members, spatial means with {weighting} weights: "
         "mean_drift = global mean(forecast) - global mean(truth); std_ratio = sqrt(spatial variance ratio); "
         "power_ratio_<band> = zonal power of the forecast / truth summed over the low/mid/high third of "
-        "wavenumbers 1..kmax; spread_error_ratio_<band> = the same for the spread (members minus ensemble mean, "
+        f"wavenumbers 1..{'kmax' if truncation is None else truncation}"
+        f"{'' if truncation is None else f' (beyond: above T{truncation}, not judged)'}; "
+        "spread_error_ratio_<band> = the same for the spread (members minus ensemble mean, "
         "x (M+1)/(M-1): ddof=1 and the finite-ensemble factor) / the ensemble-mean error; flags: blow-up if "
         f"std_ratio > {BLOW_UP_STD_RATIO} or non-finite, smoothing / excess power if a power ratio < {lo:g} / > {hi:g}")
     return StabilityReport(ds, xr.Dataset(spectra), flags, criteria)

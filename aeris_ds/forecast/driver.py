@@ -26,6 +26,7 @@ from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sampl
 from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, log_to, run_command
 from aeris_ds.forecast.rollout import rollout
+from aeris_ds.forecast.spectral import SpectralTruncation
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import single_process_model
@@ -62,6 +63,17 @@ class Forecaster:
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
         self.forcings = Forcings(self.source, cfg.data.forcings, *every)
         self.lead = np.timedelta64(cfg.data.lead_hours, "h")
+        project = (self.sampler if isinstance(self.sampler, SamplerConfig) else cfg.sampler).project
+        self.truncation = self._truncation(store) if project else None
+
+    def _truncation(self, store: str | Path) -> SpectralTruncation:
+        n = self.source.ds.attrs.get("spectral_truncation")
+        if n is None:
+            raise DataError(f"{store} declares no spectral_truncation attr: drop sampler.project")
+        if self.fill is not None:
+            raise ConfigError(f"sampler.project needs the store's whole grid, but grid.lat={self.cfg.grid.lat} "
+                              f"pads {store}")
+        return SpectralTruncation(self.source.lat, self.cfg.grid.lon, int(n), str(store))
 
     def _padding_fill(self) -> torch.Tensor | None:
         """Token → token it copies (padding rows repeat the edge row, as the reader pads); None without padding."""
@@ -95,7 +107,23 @@ class Forecaster:
         draw = consistency_sample if isinstance(self.sampler, ConsistencySampler) else sample
         tendency = draw(velocity, noise, self.sampler, generator=list(generators))
         new = state + tendency * self.tendency_scale
+        if self.truncation is not None:
+            new = self._project(new)
         return new if self.fill is None else new[:, self.fill]
+
+    def _project(self, states: torch.Tensor) -> torch.Tensor:
+        """States onto the store's spectral truncation, in physical units; winds as u·cos φ, v·cos φ (what a
+        spectral model's truncation bounds, u itself carries a 1/cos φ)."""
+        n_lat, n_lon = self.cfg.grid.lat, self.cfg.grid.lon
+        grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, np.argsort(self.ids)]
+        grid = grid.reshape(*grid.shape[:2], n_lat, n_lon)
+        cos = torch.from_numpy(np.cos(np.radians(self.source.lat)))[:, None]
+        wind = torch.tensor([name.startswith(("u_component", "v_component", "10m_u", "10m_v"))
+                             for name in self.cfg.data.channel_names])[:, None, None]
+        scale = torch.where(wind, cos, torch.ones_like(cos))
+        grid = self.truncation(grid * scale) / scale
+        tokens = grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
+        return ((tokens - self.mean) / self.std).to(states.dtype)
 
     def to_physical(self, states: torch.Tensor) -> dict[str, np.ndarray]:
         """[B, T, C] normalised tokens → WB2 variables [B, (level,) lat, lon] in physical units."""

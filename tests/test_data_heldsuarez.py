@@ -73,6 +73,7 @@ def test_held_generation_writes_valid_store_and_resumes_identically(tmp_path):
     assert full.attrs["split_valid"] == "2001-01-05T00:00:00/2001-01-05T18:00:00"
     assert full.attrs["split_test"] == "2001-01-06T00:00:00/2001-01-06T18:00:00"
     assert full.attrs["seed"] == 1 and "Held-Suarez" in full.attrs["title"]
+    assert full.attrs["spectral_truncation"] == 21  # T21: what sampler.project and the stability report read
     ps = full["surface_pressure"].values
     assert 9.0e4 < ps.min() and ps.max() < 1.1e5
     assert np.all(full["land_sea_mask"].values == 0)

@@ -417,7 +417,7 @@ def generate(
             writer.wait()
     finally:
         writer.close()
-    schema.update_attrs(out, _split_attrs(n_split))
+    schema.update_attrs(out, {**_split_attrs(n_split), "spectral_truncation": attrs["spectral_truncation"]})
     return out
 
 

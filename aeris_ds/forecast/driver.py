@@ -69,7 +69,8 @@ class Forecaster:
     def _truncation(self, store: str | Path) -> SpectralTruncation:
         n = self.source.ds.attrs.get("spectral_truncation")
         if n is None:
-            raise DataError(f"{store} declares no spectral_truncation attr: drop sampler.project")
+            raise DataError(f"{store} declares no spectral_truncation attr (written before stores recorded it?): "
+                            "regenerate it, or forecast with --sampler project=false")
         if self.fill is not None:
             raise ConfigError(f"sampler.project needs the store's whole grid, but grid.lat={self.cfg.grid.lat} "
                               f"pads {store}")
@@ -112,16 +113,13 @@ class Forecaster:
         return new if self.fill is None else new[:, self.fill]
 
     def _project(self, states: torch.Tensor) -> torch.Tensor:
-        """States onto the store's spectral truncation, in physical units; winds as u·cos φ, v·cos φ (what a
-        spectral model's truncation bounds, u itself carries a 1/cos φ)."""
-        n_lat, n_lon = self.cfg.grid.lat, self.cfg.grid.lon
+        """States [B, T, C] onto the store's spectral truncation (in physical units: the projection of a wind
+        is not linear in its normalised value)."""
         grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, np.argsort(self.ids)]
-        grid = grid.reshape(*grid.shape[:2], n_lat, n_lon)
-        cos = torch.from_numpy(np.cos(np.radians(self.source.lat)))[:, None]
-        wind = torch.tensor([name.startswith(("u_component", "v_component", "10m_u", "10m_v"))
-                             for name in self.cfg.data.channel_names])[:, None, None]
-        scale = torch.where(wind, cos, torch.ones_like(cos))
-        grid = self.truncation(grid * scale) / scale
+        grid = grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)
+        wind = torch.tensor([any(w in n for w in ("u_component_of_wind", "v_component_of_wind"))
+                             for n in self.cfg.data.channel_names])
+        grid = self.truncation.fields(grid, wind)
         tokens = grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
         return ((tokens - self.mean) / self.std).to(states.dtype)
 

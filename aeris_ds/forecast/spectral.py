@@ -53,8 +53,15 @@ class SpectralTruncation:
             raise DataError(f"{where}: truncation T{truncation} does not fit a {latitude.size}×{n_lon} grid")
         self.n_lon, self.truncation = n_lon, truncation
         self.projectors = torch.from_numpy(legendre_projectors(latitude, truncation, where))
+        self.cos_lat = torch.from_numpy(np.cos(np.radians(latitude)))[:, None]
 
     def __call__(self, field: torch.Tensor) -> torch.Tensor:
         coeffs = torch.fft.rfft(field.double(), dim=-1)[..., : self.truncation + 1]  # [..., lat, m]
         kept = torch.einsum("mij,...jm->...im", self.projectors.to(coeffs), coeffs)
         return torch.fft.irfft(kept, n=self.n_lon, dim=-1).to(field.dtype)
+
+    def fields(self, grid: torch.Tensor, wind: torch.Tensor) -> torch.Tensor:
+        """``grid [..., C, lat, lon]`` in physical units, channels where ``wind [C]`` is true projected as
+        u·cos φ: a spectral model's truncation bounds u·cos φ and v·cos φ, u itself carries a 1/cos φ."""
+        scale = torch.where(wind[:, None, None], self.cos_lat, torch.ones_like(self.cos_lat)).to(grid)
+        return self(grid * scale) / scale

@@ -18,7 +18,7 @@ def _train(store: str, out: str) -> str:
     return run(cfg, load_ds_config(cfg.train.ds_config))["weights"]
 
 
-def _forecast(weights: str, store: str, out: str, members: int) -> str:
+def _forecast(weights: str, store: str, out: str, members: int, batch: int = 64) -> str:
     import torch.distributed as dist
 
     from aeris_ds.diffusion.sampler import SamplerConfig
@@ -26,7 +26,7 @@ def _forecast(weights: str, store: str, out: str, members: int) -> str:
 
     dist.init_process_group("gloo")
     return str(run_forecast(weights, store, out, "test:2", members, "18h", SamplerConfig(steps=3), seed=3,
-                            progress=False))
+                            progress=False, batch=batch))
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,9 @@ def weights(tiny_store, tmp_path_factory) -> str:
 def test_forecast_members_over_ranks_match_one_rank(weights, tiny_store, tmp_path):
     one = run_ranks(1, _forecast, weights, str(tiny_store), str(tmp_path / "one.zarr"), 3, tmp=tmp_path / "r1")[0]
     two = run_ranks(2, _forecast, weights, str(tiny_store), str(tmp_path / "two.zarr"), 3, tmp=tmp_path / "r2")[0]
+    # 6 rows at most 4 at a time: two chunks of 3
+    chunked = run_ranks(1, _forecast, weights, str(tiny_store), str(tmp_path / "chunked.zarr"), 3, 4,
+                        tmp=tmp_path / "r3")[0]
     a, b = xr.open_zarr(one), xr.open_zarr(two)
     assert dict(a["geopotential"].sizes) == {"time": 2, "prediction_timedelta": 3, "number": 3, "level": 2,
                                              "latitude": 16, "longitude": 32}
@@ -47,6 +50,7 @@ def test_forecast_members_over_ranks_match_one_rank(weights, tiny_store, tmp_pat
         x, y = a[name].values, b[name].values
         assert np.isfinite(x).all()
         np.testing.assert_allclose(x, y, rtol=1e-5, err_msg=f"{name}: 2-rank forecast differs from 1 rank")
+        np.testing.assert_allclose(xr.open_zarr(chunked)[name].values, x, rtol=1e-5, err_msg=f"{name}: chunks")
         assert x.std(axis=2).mean() > 0, "members must differ (independent noise)"
     truth = open_store(tiny_store)
     init = a["time"].values[0]

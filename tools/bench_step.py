@@ -8,9 +8,10 @@ Cases: `small` (the `small` preset, 32×64 synthetic store, 8×8 windows, batch 
 `block1.3b` (the 1.3B block: dim 1536, 12 heads, SwiGLU 4096, 30×30 windows, --big-depth blocks on --big-grid,
 batch 1); `demo` (the main job's setting: `small` on 2 ranks with WP=2, micro-batch 4 per rank as in
 ds_configs/zero1_fp32.json, one thread per rank; reports training samples per minute). Variants: `eager`
-(what `aeris-ds train` runs), `compiled` (train.compile: each Swin block through torch.compile), `checkpointed`
-(model.checkpoint_activations). Precisions: fp32 (ds_configs/zero1_fp32.json) and bf16 (zero1_bf16.json); on
-the CPU bf16 only where it is native (or with --force-bf16), on an accelerator bf16 unless --precisions says.
+(train.compile off), `compiled` (train.compile, on in the `small` preset: each Swin block through torch.compile),
+`checkpointed` (model.checkpoint_activations). Precisions: fp32 (ds_configs/zero1_fp32.json) and bf16
+(zero1_bf16.json); on the CPU bf16 only where it is native (or with --force-bf16), on an accelerator bf16 unless
+--precisions says.
 The device is chosen through DeepSpeed's accelerator (DS_ACCELERATOR), so XPU needs no import here.
 
 Model FLOPs come from aeris_ds.perf.flops (forward + backward); hardware FLOPs add the recomputed forward of

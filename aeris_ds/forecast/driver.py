@@ -9,6 +9,7 @@ launcher); every rank holds the whole model. Steps stream into one WeatherBench2
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from pathlib import Path
@@ -216,10 +217,12 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     if len(fc_store.init_times) != len(inits) or len(fc_store.leads) < n_steps or fc_store.members != members:
         raise OutputError(f"{out} was created for another forecast (inits, leads or members differ): choose "
                           "another --out, or pass --overwrite to replace it")
-    # (init, member) rows round-robin over the ranks, rolled out ``batch`` rows at a time
+    # (init, member) rows round-robin over the ranks, rolled out in equal chunks of at most ``batch`` rows (one
+    # shape for compiled blocks)
     rows = [(i, m) for i in range(len(inits)) for m in range(members)][rank::world]
-    for a in range(0, len(rows), batch):
-        chunk = rows[a:a + batch]
+    size = max(1, math.ceil(len(rows) / math.ceil(len(rows) / batch))) if rows else 1
+    for a in range(0, len(rows), size):
+        chunk = rows[a:a + size]
         state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
         rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
     if dist.is_initialized():

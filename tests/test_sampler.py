@@ -158,5 +158,10 @@ def test_sampler_small_preset_keeps_the_spread_of_narrow_components() -> None:
 
     aeris = narrow_and_wide_std_ratios(SamplerConfig(steps=10, sigma_max=500.0, sigma_min=0.2))
     assert aeris[0] < 0.1 and aeris[1] < 0.2 and aeris[-1] > 0.9
-    demo = narrow_and_wide_std_ratios(load_config("small").sampler)
-    assert demo[1:].min() > 0.65 and demo.max() < 1.0, demo  # std ≥ 0.03 of the tendency's kept
+    preset = load_config("small").sampler
+    demo = narrow_and_wide_std_ratios(preset.model_copy(update={"churn": 0.0}))
+    assert demo[1:].min() > 0.65 and demo.max() < 1.0, demo  # std ≥ 0.03 of the tendency's kept, 5 levels shrink
+    # the preset's churn (s_noise > 1 on the levels ≥ s_tmin) inflates a perfect model's wide components by ~1.2
+    # (the room a real network's unrepresented error needs: results/calibration/levers) and keeps narrow ones
+    inflated = narrow_and_wide_std_ratios(preset)
+    assert 1.1 < inflated[2:].min() and inflated.max() < 1.25 and inflated[0] < 0.7, inflated

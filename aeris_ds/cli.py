@@ -79,10 +79,10 @@ def data(argv: list[str]) -> None:
     from aeris_ds.data.stats import KIND, compute_stats, save_stats, stats_path
     from aeris_ds.outputs import check_output
 
-    check_output(stats_path(args.store), KIND, inputs=[args.store], overwrite=args.overwrite)
     cfg = load_config(args.config)
+    check_output(stats_path(args.store, cfg.data.stats), KIND, inputs=[args.store], overwrite=args.overwrite)
     source = WeatherSource(args.store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
-    print(save_stats(compute_stats(source), args.store))
+    print(save_stats(compute_stats(source), args.store, cfg.data.stats))
 
 
 def dispatch(argv: list[str]) -> int | None:

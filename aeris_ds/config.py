@@ -63,6 +63,9 @@ class GridConfig(Strict):
 
 class DataConfig(Strict):
     store: str | None = Field(None, description="WeatherBench2-schema zarr; None = the embedded Held–Suarez data")
+    stats: str | None = Field(
+        None, description="normalization stats JSON (`aeris-ds data stats` writes it); None = STORE.stats.json "
+                          "beside the store")
     atmospheric: list[str] = ["geopotential", "temperature", "u_component_of_wind", "v_component_of_wind"]
     surface: list[str] = ["2m_temperature", "mean_sea_level_pressure"]
     levels: list[int] = [250, 500, 850]

@@ -105,7 +105,7 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
 
     store = resolve_store(cfg)
     source = WeatherSource(store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
-    stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, config_ref or cfg.name)
+    stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, config_ref or cfg.name, cfg.data.stats)
 
     routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)
     position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)

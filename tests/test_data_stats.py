@@ -72,3 +72,29 @@ def test_data_stats_and_heldsuarez_never_replace_what_they_did_not_write(tiny_st
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not a resumable Held-Suarez generation" in err and len(err.splitlines()) == 1
     assert (tmp_path / "run" / "weights.pt").read_bytes() == b"keep"
+
+
+def test_data_stats_path_away_from_the_store(tiny_store, tmp_path, capsys):
+    """``data.stats`` puts the stats anywhere (a read-only WB2 store's folder cannot hold them); a missing file
+    is one line naming it and the command that makes it."""
+    import yaml
+
+    from aeris_ds.cli import dispatch
+    from aeris_ds.config import load_config
+    from aeris_ds.data.stats import stats_path
+    from aeris_ds.errors import MissingPathError, run_command
+
+    cfg = load_config("tiny", {"data": {"stats": str(tmp_path / "mine" / "era5.stats.json")}})
+    config = tmp_path / "era5.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    before = sorted(p.name for p in tiny_store.parent.iterdir())
+    assert run_command(dispatch, ["data", "stats", "--store", str(tiny_store), "--config", str(config)]) == 0
+    assert sorted(p.name for p in tiny_store.parent.iterdir()) == before  # nothing written beside the store
+    d = cfg.data
+    assert load_stats(tiny_store, d.channel_names, d.lead_hours, path=d.stats) == \
+        load_stats(tiny_store, d.channel_names, d.lead_hours)  # the same numbers as the fixture's, beside it
+    assert stats_path(tiny_store, d.stats) == tmp_path / "mine" / "era5.stats.json"
+    with pytest.raises(MissingPathError) as err:
+        load_stats(tiny_store, d.channel_names, d.lead_hours, str(config), path=tmp_path / "gone.json")
+    assert str(err.value) == (f"normalization stats {tmp_path / 'gone.json'} missing: run "
+                              f"`aeris-ds data stats --store {tiny_store} --config {config}`")

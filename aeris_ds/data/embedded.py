@@ -25,19 +25,19 @@ def write_stats(path: Path, cfg: ExperimentConfig) -> Path:
     from aeris_ds.data.source import WeatherSource
     from aeris_ds.data.stats import compute_stats, save_stats
 
-    return save_stats(compute_stats(WeatherSource(path, cfg.data, "train")), path)
+    return save_stats(compute_stats(WeatherSource(path, cfg.data, "train")), path, cfg.data.stats)
 
 
-def is_ready(path: Path) -> bool:
-    """The store and its stats are there (stats are written only after the whole store)."""
+def is_ready(path: Path, stats: str | None = None) -> bool:
+    """The store and its stats (``data.stats``) are there (stats are written only after the whole store)."""
     from aeris_ds.data.stats import stats_path
 
-    return path.exists() and stats_path(path).exists()
+    return path.exists() and stats_path(path, stats).exists()
 
 
 def ensure_store(path: Path, cfg: ExperimentConfig, years: tuple[float, float, float] = YEARS) -> Path:
     """Generate (or finish generating) the store and its training stats; idempotent and resumable."""
-    if not is_ready(path):
+    if not is_ready(path, cfg.data.stats):
         generate_store(path, years)
         write_stats(path, cfg)
     return path

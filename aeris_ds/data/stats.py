@@ -1,4 +1,5 @@
-"""Normalization statistics, computed once over the training split and stored next to the data."""
+"""Normalization statistics, computed once over the training split and stored next to the data (or at
+``data.stats``, e.g. away from a read-only store)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ class Stats:
         return np.array(self.mean, f), np.array(self.std, f), np.array(self.tendency_std, f)
 
 
-def stats_path(store: str | Path) -> Path:
+def stats_path(store: str | Path, path: str | Path | None = None) -> Path:
+    """The stats file: ``path`` (the config's ``data.stats``) when given, else ``STORE.stats.json`` beside
+    the store."""
+    if path is not None:
+        return Path(path)
     store = Path(store)
     return store.with_name(store.name.removesuffix(".zarr") + ".stats.json")
 
@@ -98,19 +103,21 @@ def compute_stats(source: WeatherSource, progress: bool = True) -> Stats:
     return Stats(source.cfg.channel_names, source.cfg.lead_hours, mean.tolist(), std.tolist(), tend.tolist(), int(n))
 
 
-def save_stats(stats: Stats, store: str | Path) -> Path:
-    """Write the stats beside the store, replacing only earlier stats (never another file of that name)."""
-    path = stats_path(store)
+def save_stats(stats: Stats, store: str | Path, path: str | Path | None = None) -> Path:
+    """Write the stats (at ``stats_path``), replacing only earlier stats (never another file of that name)."""
+    path = stats_path(store, path)
     with writing(path, KIND) as tmp:
         tmp.write_text(json.dumps(asdict(stats), indent=1))
     return path
 
 
-def load_stats(store: str | Path, channels: list[str], lead_hours: int, config: str = "small") -> Stats:
+def load_stats(store: str | Path, channels: list[str], lead_hours: int, config: str = "small",
+               path: str | Path | None = None) -> Stats:
     """Stats for exactly these channels and lead; a clear error when missing or made for something else.
 
-    ``config``: the preset or YAML the command runs with, named in the hint that recomputes the stats."""
-    path = stats_path(store)
+    ``config``: the preset or YAML the command runs with, named in the hint that recomputes the stats;
+    ``path``: its ``data.stats``."""
+    path = stats_path(store, path)
     remedy = f"`aeris-ds data stats --store {store} --config {config}`"
     if not path.exists():
         raise MissingPathError(f"normalization stats {path} missing: run {remedy}")

@@ -50,7 +50,7 @@ class Forecaster:
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
         self.sampler = cfg.sampler if sampler is None else sampler
         self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
-        stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, cfg.name)
+        stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, cfg.name, cfg.data.stats)
         self.mean, self.std, tend_std = (torch.from_numpy(a) for a in stats.arrays())
         self.tendency_scale = tend_std / self.std  # normalised tendency → normalised state units
         model, routing = single_process_model(cfg, self.source.lat, self.source.lon)

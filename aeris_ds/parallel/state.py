@@ -30,10 +30,6 @@ class ParallelState:
     window_group: dist.ProcessGroup | None  # WP × SP of one replica and stage
     replica_group: dist.ProcessGroup | None  # DP × WP × SP of one stage
 
-    @property
-    def window_rank(self) -> int:
-        return self.wp * self.layout.sp + self.sp
-
     def topology(self) -> ProcessTopology:
         return ProcessTopology(axes=["pipe", "data"], dims=[self.layout.pp, self.layout.replica])
 

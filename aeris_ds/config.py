@@ -113,19 +113,29 @@ class DiffusionConfig(Strict):
     p_std: float = Field(1.2, gt=0)
     variable_weights: dict[str, float] = {}
     level_weighting: Literal["pressure", "uniform"] = "pressure"
-    objective: Literal["diffusion", "consistency"] = Field(
-        "diffusion", description="diffusion: TrigFlow v-prediction; consistency: sCM (diffusion/consistency.py)")
+    objective: Literal["diffusion", "consistency", "crps_finetune"] = Field(
+        "diffusion", description="diffusion: TrigFlow v-prediction; consistency: sCM (diffusion/consistency.py); "
+        "crps_finetune: fair CRPS of one-step consistency rollouts (diffusion/crps.py)")
     init_weights: str | None = Field(
         None, description="weights.pt to start from (e.g. the diffusion model a consistency model is trained from)")
     consistency_dt: float = Field(0.01, gt=0, lt=0.1, description="Δt of the finite-difference tangent")
     consistency_norm_c: float = Field(0.1, gt=0, description="c of the tangent normalisation g/(rms g + c)")
     consistency_warmup: int = Field(0, ge=0, description="steps over which the tangent's r ramps 0 → 1")
+    crps_steps: int = Field(4, ge=1, description="crps_finetune: lead steps K of each rollout")
+    crps_members: int = Field(2, ge=2, description="crps_finetune: ensemble members M per sample")
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"diffusion.sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
+        if self.objective == "crps_finetune" and not self.init_weights:
+            raise ValueError("objective crps_finetune fine-tunes a consistency model: set diffusion.init_weights")
         return self
+
+    @property
+    def rollout_steps(self) -> int:
+        """Lead steps after a training sample's initial state that it holds the truth of."""
+        return self.crps_steps if self.objective == "crps_finetune" else 1
 
 
 class SamplerConfig(Strict):

@@ -3,6 +3,8 @@
 The first pipeline stage needs the noisy input, the last the velocity target; both build the same
 micro-batches here from (seed, epoch, sample), so they see the same noise without communicating. A rank
 reads only the lat/lon block of its own windows (its 1/SP slice) and returns them in window-major order.
+A rollout example (crps_finetune) holds the K states after the initial one, the forcings of each step and
+the noise of each member at each step.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class TrainingExamples:
         rows_w = np.repeat(lat_w[self.rows], len(self.cols))[self.take]
         self.weight = (rows_w[:, None] * ch_w[None, :] * (grid.wp * grid.sp) / w_full).astype(np.float32)
 
+    @property
+    def tendency_scale(self) -> np.ndarray:
+        """[C] the tendency's std over the state's: a normalised tendency × this is a normalised state change."""
+        return (self.tend_std / self.std)[:, 0]
+
     def tokens(self, block: np.ndarray) -> np.ndarray:
         """[C, rows, cols] block → [T_home, C] in window-major order."""
         return block.reshape(block.shape[0], -1)[:, self.take].T
@@ -80,17 +87,31 @@ class TrainingExamples:
         net_in = np.concatenate([x_t, state, forcing], axis=0)
         return self.tokens(net_in), t, self.tokens(velocity_target(x0, z, t, sd))
 
-    def noise(self, epoch: int, sample: int, channels: int) -> np.ndarray:
-        """Gaussian noise of this rank's block, drawn row by row from (seed, epoch, sample, row), so any
+    def rollout(self, sample: int, epoch: int, members: int) -> tuple[np.ndarray, ...]:
+        """(initial state [T, C], forcings [K, T, F], noise [K, M, T, C], truths [K, T, C]) of a K-step rollout."""
+        src = self.source
+        t0 = src.time_index(sample)
+        times = [t0 + k * src.lead_steps for k in range(src.steps + 1)]
+        states = (src.read_many(times, self.rows, self.cols) - self.mean[:, :, None]) / self.std[:, :, None]
+        tokens = [self.tokens(s) for s in states]
+        forcings = [self.tokens(self.forcings(src.times[t])) for t in times[1:]]
+        c = states.shape[1]
+        noise = [[self.tokens(self.noise(epoch, sample, c, m, k)) for m in range(members)]
+                 for k in range(1, src.steps + 1)]
+        return tokens[0], np.stack(forcings), np.array(noise), np.stack(tokens[1:])
+
+    def noise(self, epoch: int, sample: int, channels: int, *key: int) -> np.ndarray:
+        """Gaussian noise of this rank's block, drawn row by row from (seed, epoch, sample, row, key…), so any
         split of the grid over ranks sees exactly the noise of the whole field."""
         n_lon = len(self.source.lon)
-        rows = [np.random.default_rng([self.seed, epoch, sample, 1 + int(r)])
+        rows = [np.random.default_rng([self.seed, epoch, sample, 1 + int(r), *key])
                 .standard_normal((channels, n_lon), dtype=np.float32)[:, self.cols] for r in self.rows]
         return np.stack(rows, axis=1)
 
 
 class MicroBatches(torch.utils.data.Dataset):
-    """Item k = the k-th micro-batch of this DP rank: ((input, t), (target, weight)).
+    """Item k = the k-th micro-batch of this DP rank: ((input, t), (target, weight)), or for a rollout
+    objective ((state, forcings, noise), (truths, weight)).
 
     Step s uses positions [s·G, (s+1)·G) of an endless stream of epochs (G = global batch in distinct
     samples); DP rank d takes its contiguous share, cut into accumulation micro-batches.
@@ -124,12 +145,17 @@ class MicroBatches(torch.utils.data.Dataset):
         return [int(self._order(p // n)[p % n]) for p in range(step * global_batch, (step + 1) * global_batch)]
 
     def __getitem__(self, k: int):
-        xs, ts, vs = zip(*(self.ex.example(s, e) for s, e in self.samples(k)))
-        x = torch.from_numpy(np.stack(xs)).to(self.dtype)
-        t = torch.tensor(ts, dtype=torch.float32).to(self.dtype)
-        v = torch.from_numpy(np.stack(vs))
-        w = torch.from_numpy(self.ex.weight / self.micro).expand(len(xs), -1, -1).contiguous()
-        return (x, t), (v, w)
+        d = self.ex.cfg.diffusion
+        if d.objective == "crps_finetune":
+            parts = zip(*(self.ex.rollout(s, e, d.crps_members) for s, e in self.samples(k)))
+            *inputs, truths = (torch.from_numpy(np.stack(a)) for a in parts)
+            inputs, labels = tuple(a.to(self.dtype) for a in inputs), (truths,)
+        else:
+            xs, ts, vs = zip(*(self.ex.example(s, e) for s, e in self.samples(k)))
+            t = torch.tensor(ts, dtype=torch.float32).to(self.dtype)
+            inputs, labels = (torch.from_numpy(np.stack(xs)).to(self.dtype), t), (torch.from_numpy(np.stack(vs)),)
+        w = torch.from_numpy(self.ex.weight / self.micro).expand(self.micro, -1, -1).contiguous()
+        return inputs, (*labels, w)
 
 
 def micro_batch_loader(batches: MicroBatches, start: int, workers: int) -> torch.utils.data.DataLoader:

@@ -26,7 +26,7 @@ from aeris_ds import checkpoint
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
-from aeris_ds.diffusion.objective import Objective, diffusion, training_objective
+from aeris_ds.diffusion.objective import Objective, diffusion, training_objective, weighted_mse
 from aeris_ds.ema import EMA
 from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_command
 from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
@@ -39,12 +39,6 @@ from aeris_ds.parallel.router import WindowRouting
 from aeris_ds.parallel.state import ensure_dist_env, init_parallel, validate_layout
 from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
 from aeris_ds.weights import gather_weights, load_initial, save_weights
-
-
-def weighted_mse(pred: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Σ w·(F − v)²; the weights already carry every normalisation (see TrainingExamples)."""
-    target, weight = labels
-    return (weight * (pred.float() - target) ** 2).sum()
 
 
 def batch_sizes(ds_config: dict, replica: int, dp: int, source: str = "DeepSpeed config") -> tuple[int, int]:
@@ -66,8 +60,8 @@ def batch_sizes(ds_config: dict, replica: int, dp: int, source: str = "DeepSpeed
 def check_engine(cfg: ExperimentConfig, ds_config: dict, pipeline: bool) -> None:
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     if pipeline and cfg.diffusion.objective != "diffusion":
-        raise LayoutError(f"diffusion.objective={cfg.diffusion.objective} runs the network twice per micro-batch, "
-                          f"which DeepSpeed's pipeline engine cannot (PP={cfg.layout.pp}): use PP=1")
+        raise LayoutError(f"diffusion.objective={cfg.diffusion.objective} runs the network more than once per "
+                          f"micro-batch, which DeepSpeed's pipeline engine cannot (PP={cfg.layout.pp}): use PP=1")
     if pipeline and stage > 1:
         raise ConfigError(f"{cfg.train.ds_config}: ZeRO stage {stage} cannot run with DeepSpeed's pipeline engine "
                           f"(PP={cfg.layout.pp}); use ZeRO-0/1 with PP, or PP=1 for ZeRO-2/3")
@@ -104,7 +98,8 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     ps = init_parallel(layout)
 
     store = resolve_store(cfg)
-    source = WeatherSource(store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon))
+    source = WeatherSource(store, cfg.data, cfg.data.train_split, grid=(cfg.grid.lat, cfg.grid.lon),
+                           steps=cfg.diffusion.rollout_steps)
     stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, config_ref or cfg.name, cfg.data.stats)
 
     routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)
@@ -112,7 +107,7 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
                         weighted_mse, cfg.train.seed)
     if cfg.diffusion.init_weights:  # before DeepSpeed copies the parameters into its optimizer
-        load_initial(model, cfg.diffusion.init_weights)
+        load_initial(model, cfg.diffusion.init_weights, cfg.diffusion.objective)
     if cfg.train.compile:
         compile_blocks(model, say=dist.get_rank() == 0)
     micro, acc = batch_sizes(ds_config, layout.replica, layout.dp, cfg.train.ds_config)
@@ -138,9 +133,8 @@ def train_step(engine, batches_iter, pipeline: bool, replica_group, objective: O
     device = engine.device
     total, norm = 0.0, float("nan")
     for micro in range(engine.gradient_accumulation_steps()):
-        (x, t), labels = next(batches_iter)
-        loss = weighted_mse(*objective(engine, x.to(device), t.to(device), tuple(a.to(device) for a in labels),
-                                       step))
+        inputs, labels = next(batches_iter)
+        loss = objective(engine, tuple(a.to(device) for a in inputs), tuple(a.to(device) for a in labels), step)
         engine.backward(loss)
         if micro == engine.gradient_accumulation_steps() - 1 and engine.zero_optimization_stage() == 0:
             # ZeRO-0 clips without keeping the norm; the gradients are already averaged here.
@@ -176,7 +170,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     ckpt_dir = out / "checkpoints"
     checkpoint.ensure_writable(ckpt_dir)
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
-    objective = training_objective(cfg, ps.window_group)
+    objective = training_objective(cfg, ps.window_group, torch.from_numpy(batches.ex.tendency_scale))
     ema = EMA(engine.module, cfg.train.ema_decay)
     sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
     start = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
@@ -306,6 +300,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="run directory (overrides train.out_dir)")
     parser.add_argument("--store", default=None, help="WeatherBench2-schema zarr (overrides data.store)")
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--init-weights", default=None, metavar="WEIGHTS",
+                        help="weights.pt to start from (overrides diffusion.init_weights)")
     parser.add_argument("--resume-from", default=None, metavar="RUN_OR_TAG",
                         help="start from this run's last checkpoint (or this tag), on any layout and ZeRO stage")
     parser.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
@@ -325,6 +321,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
         over["train"] = train
     if args.store:
         over["data"] = {"store": args.store}
+    if args.init_weights:
+        over["diffusion"] = {"init_weights": args.init_weights}
     return over
 
 

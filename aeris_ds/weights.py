@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from aeris_ds.ema import EMA
-from aeris_ds.errors import CheckpointError, MissingPathError
+from aeris_ds.errors import CheckpointError, ConfigError, MissingPathError
 from aeris_ds.outputs import atomic_replace
 from aeris_ds.parallel.state import ParallelState
 
@@ -78,9 +78,15 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str | P
             p.copy_(state[name])
 
 
-def load_initial(module: nn.Module, path: str | Path) -> None:
-    """Start training from a weights file's EMA (e.g. a consistency model from its diffusion model)."""
-    load_into(module, load_weights(path)["ema"], f"diffusion.init_weights {path}")
+def load_initial(module: nn.Module, path: str | Path, objective: str = "diffusion") -> None:
+    """Start training from a weights file's EMA (e.g. a consistency model from its diffusion model).
+
+    crps_finetune rolls out the one-step consistency sampler, so it must start from consistency weights."""
+    saved = load_weights(path)
+    if objective == "crps_finetune" and objective_of(saved) == "diffusion":
+        raise ConfigError(f"diffusion.init_weights {path} holds a diffusion model; crps_finetune fine-tunes a "
+                          "one-step model: start from consistency weights (diffusion.objective: consistency)")
+    load_into(module, saved["ema"], f"diffusion.init_weights {path}")
 
 
 def objective_of(saved: dict) -> str:

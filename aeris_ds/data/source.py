@@ -103,12 +103,14 @@ class WeatherSource:
     """Channels of a store in the model's order: atmospheric variables × levels, then surface variables.
 
     Rows and columns are the model grid's (``data.grid_adapt`` of the store's grid, see grid_adapt.py):
-    ``grid`` (the model's lat × lon) is checked against it when given. The store is only ever read.
+    ``grid`` (the model's lat × lon) is checked against it when given. A sample is an initial time and the
+    ``steps`` states after it, one lead apart (1 for a diffusion pair, K for a K-step rollout). The store is
+    only ever read.
     """
 
     def __init__(self, path: str | Path, data: DataConfig, split: str | None = None,
-                 store: zarr.abc.store.Store | None = None, grid: tuple[int, int] | None = None):
-        self.path, self.cfg = Path(path), data
+                 store: zarr.abc.store.Store | None = None, grid: tuple[int, int] | None = None, steps: int = 1):
+        self.path, self.cfg, self.steps = Path(path), data, steps
         self.ds = open_dataset(path, store)
         self._check_schema()
         try:
@@ -199,8 +201,8 @@ class WeatherSource:
 
     @property
     def n_samples(self) -> int:
-        """Initial times t in the split whose target t + lead is also in the split."""
-        return max(0, self.split_slice.stop - self.split_slice.start - self.lead_steps)
+        """Initial times t in the split whose targets up to t + steps·lead are also in the split."""
+        return max(0, self.split_slice.stop - self.split_slice.start - self.steps * self.lead_steps)
 
     def time_index(self, sample: int) -> int:
         return self.split_slice.start + sample

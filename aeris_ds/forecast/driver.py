@@ -44,8 +44,8 @@ class Forecaster:
         """``compile``: each Swin block through torch.compile; None: as the weights were trained (train.compile)."""
         saved = load_weights(weights)
         objective, consistent = objective_of(saved), isinstance(sampler, ConsistencySampler)
-        if consistent != (objective == "consistency"):
-            hint = "use --consistency-steps 1|2" if objective == "consistency" else "drop --consistency-steps"
+        if consistent != (objective != "diffusion"):  # consistency and its crps_finetune are one-step models
+            hint = "drop --consistency-steps" if objective == "diffusion" else "use --consistency-steps 1|2"
             raise ConfigError(f"{weights} holds a {objective} model: {hint}")
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
         self.sampler = cfg.sampler if sampler is None else sampler
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="override the sampler settings saved with the weights, e.g. steps=5,sigma_min=0.02,churn=1 "
                         f"(keys: {', '.join(SamplerConfig.model_fields)})")
     p.add_argument("--consistency-steps", type=int, choices=[1, 2], default=None,
-                   help="sample a consistency model (diffusion.objective: consistency) in 1 or 2 steps")
+                   help="sample a one-step model (objective consistency or crps_finetune) in 1 or 2 steps")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="each Swin block through torch.compile (default: as the weights were trained, train.compile)")
     p.add_argument("--seed", type=int, default=0)

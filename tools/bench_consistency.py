@@ -3,8 +3,9 @@
     python tools/bench_consistency.py [--model small] [--batch 4] [--dpm-steps 10] [--repeats 5]
 
 The same network (a preset's Swin DiT on one process, random weights: the cost does not depend on them),
-the same batch of members; samplers take turns so load drift hits all alike. Goal (issue 14): consistency
-1-step ≥ 10× faster than 10-step DPM-Solver++ (19 network evaluations).
+the same batch of members; samplers take turns so load drift hits all alike. Baselines: 10-step
+DPM-Solver++ (19 network evaluations; goal of issue 14: consistency 1-step ≥ 10× faster) and the diffusion
+sampler of the preset's own ``sampler`` section (what its forecasts use).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import torch
 from bench_forecast import build
 
+from aeris_ds.config import load_config
 from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import SamplerConfig, sample
 
@@ -29,12 +31,14 @@ def main() -> None:
     args = parser.parse_args()
 
     net, noise, condition = build(args.model, args.batch)
+    preset = load_config(args.model).sampler
     net.eval()
 
     def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return net(torch.cat([x_t, condition], dim=-1), t)
 
     samplers = {f"DPM-Solver++(2S) {args.dpm_steps} steps": (sample, SamplerConfig(steps=args.dpm_steps)),
+                f"{args.model} preset ({preset.steps} levels)": (sample, preset),
                 "consistency 1 step": (consistency_sample, ConsistencySampler(steps=1)),
                 "consistency 2 steps": (consistency_sample, ConsistencySampler(steps=2))}
     times: dict[str, list[float]] = {name: [] for name in samplers}
@@ -46,13 +50,14 @@ def main() -> None:
                 draw(velocity, noise, cfg, generator=gens)
                 if r:
                     times[name].append((time.perf_counter() - start) / args.batch)
-    base = statistics.median(next(iter(times.values())))
+    base, own = (statistics.median(v) for v in list(times.values())[:2])
     print(f"model={args.model} members per batch={args.batch} repeats={args.repeats} "
           f"threads={torch.get_num_threads()}")
-    print(f"{'sampler':32s} {'evals':>5s} {'s/member-step':>14s} {'speed-up':>9s}")
+    print(f"| sampler | network evaluations | s / member-step | speed-up vs DPM {args.dpm_steps} steps | "
+          "speed-up vs preset |\n|---|---|---|---|---|")
     for name, (_, cfg) in samplers.items():
         t = statistics.median(times[name])
-        print(f"{name:32s} {cfg.model_evaluations:5d} {t:14.4f} {base / t:8.1f}×")
+        print(f"| {name} | {cfg.model_evaluations} | {t:.4f} | {base / t:.1f}× | {own / t:.1f}× |")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def _finetune_runs(store: str, out: str, runs: list[tuple[str, dict]], init: str
     return results
 
 
-def test_crps_finetune_on_wp2_equals_one_process(tiny_store, tmp_path):
+def test_crps_finetune_on_wp2_and_dp2_equals_one_process(tiny_store, tmp_path):
     """Loss, gradient norm and parameters of three clipped steps of 2-step, 2-member CRPS fine-tuning."""
     (ref,) = run_ranks(1, _finetune_runs, str(tiny_store), str(tmp_path / "ref"), [("single", {})], None,
                        tmp=tmp_path / "ranks1")
@@ -134,9 +134,10 @@ def test_crps_finetune_on_wp2_equals_one_process(tiny_store, tmp_path):
     assert saved["meta"]["objective"] == "crps_finetune"
     start = torch.load(ref["init"], weights_only=False)["ema"]
     assert any(not torch.equal(saved["params"][k], start[k]) for k in start), "fine-tuning moved nothing"
-    res = run_ranks(2, _finetune_runs, str(tiny_store), str(tmp_path), [("wp2", {"wp": 2})], ref["init"],
-                    tmp=tmp_path / "ranks2")
-    _assert_same(res[0], tmp_path, "wp2", ref, tmp_path / "ref")
+    runs = [("wp2", {"wp": 2}), ("dp2", {"dp": 2})]
+    res = run_ranks(2, _finetune_runs, str(tiny_store), str(tmp_path), runs, ref["init"], tmp=tmp_path / "ranks2")
+    for name, _ in runs:
+        _assert_same(res[0], tmp_path, name, ref, tmp_path / "ref")
 
 
 def test_wrong_finetune_settings_are_one_line_errors(tiny_store, tmp_path):

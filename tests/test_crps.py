@@ -54,11 +54,12 @@ def test_checkpointed_rollout_has_the_plain_gradient():
     assert any(g.abs().sum() > 0 for g in grads[0])
 
 
-def _finetune_config(**diffusion):
+def _finetune_config(data: dict | None = None, **diffusion):
     from aeris_ds.config import load_config
 
-    return load_config("tiny", {"diffusion": {"objective": "crps_finetune", "init_weights": "consistency.pt",
-                                              "crps_steps": 2, "crps_members": 2, **diffusion}})
+    return load_config("tiny", {"data": data or {}, "diffusion": {"objective": "crps_finetune",
+                                                                  "init_weights": "consistency.pt", "crps_steps": 2,
+                                                                  "crps_members": 2, **diffusion}})
 
 
 def test_finetune_objective_equals_the_hand_computed_fair_crps():
@@ -90,11 +91,12 @@ def test_rollout_examples_hold_k_consecutive_states(tiny_store):
     from aeris_ds.data.stats import load_stats
     from aeris_ds.parallel.layout import WindowGrid
 
-    cfg = _finetune_config(crps_steps=3)
+    cfg = _finetune_config({"lead_hours": 12}, crps_steps=3)  # 2 store steps per lead: lead ≠ store step
     source = WeatherSource(tiny_store, cfg.data, "train", steps=3)
+    assert source.lead_steps == 2
     assert source.n_samples == WeatherSource(tiny_store, cfg.data, "train").n_samples - 2 * source.lead_steps
     grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, 1, 1)
-    stats = load_stats(tiny_store, cfg.data.channel_names, cfg.data.lead_hours)
+    stats = load_stats(tiny_store, cfg.data.channel_names, 6)  # the store's stats; only mean and std are used
     ex = TrainingExamples(source, stats, cfg, grid, 0, 0, seed=0)  # the one rank of WP = SP = 1
     sample = source.n_samples - 1  # the last one: its third target is the split's last time
     assert source.time_index(sample) + 3 * source.lead_steps == source.split_slice.stop - 1

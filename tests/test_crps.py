@@ -86,9 +86,9 @@ def test_finetune_objective_equals_the_hand_computed_fair_crps():
 def test_rollout_examples_hold_k_consecutive_states(tiny_store):
     """A crps_finetune sample: the initial state and the K states after it, one lead apart, as read from the
     store; its noise differs per member and step."""
-    from aeris_ds.data.examples import TrainingExamples
     from aeris_ds.data.source import WeatherSource
     from aeris_ds.data.stats import load_stats
+    from aeris_ds.examples import TrainingExamples
     from aeris_ds.parallel.layout import WindowGrid
 
     cfg = _finetune_config({"lead_hours": 12}, crps_steps=3)  # 2 store steps per lead: lead ≠ store step

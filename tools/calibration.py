@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lead", default="10d")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 90 %% intervals")
+    p.add_argument("--batch", type=int, default=16,
+                   help="(init, member) rows per network call (2 cores: 0.44 s per member-step at 16, ~1.4 s at 64)")
     p.add_argument("--plots", choices=("none", "headline", "all"), default="none", help="aeris-ds evaluate --plots")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the rows in --out")
     args = p.parse_args(argv)
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 resumed, start = dest.exists(), time.perf_counter()
                 run_forecast(path, args.store, dest, args.init_times, args.members, args.lead,
-                             sampler_overrides(path, overrides), args.seed, progress=False)
+                             sampler_overrides(path, overrides), args.seed, progress=False, batch=args.batch)
                 wall = time.perf_counter() - start
                 fc = xr.open_zarr(dest)
                 steps = fc.sizes["prediction_timedelta"] * fc.sizes["time"] * fc.sizes["number"]

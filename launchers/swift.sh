@@ -5,7 +5,7 @@
 # 60-day rollout of the fine-tuned model with its stability report, the sampler speed benchmark and the
 # comparison table. Every stage skips what is already done; name stages to run only those.
 #   bash launchers/swift.sh [--from runs/demo] [--store data/heldsuarez.zarr] [--out runs/swift] \
-#       [--minutes 7] [--nproc 2] [consistency crps forecast score long bench table]
+#       [--minutes 7] [--nproc 2] [consistency crps consistency-forecasts crps-forecasts long bench table]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     *) STAGES+=("$1"); shift ;;
   esac
 done
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(consistency crps forecast score long bench table)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(consistency crps consistency-forecasts crps-forecasts long bench table)
 export OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.venv/torch_extensions}" WANDB_MODE=offline
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 BIN="$ROOT/.venv/bin"
@@ -34,33 +34,26 @@ train() {  # config, init weights, out dir
   "$BIN/deepspeed" --num_accelerators "$NPROC" --master_port 29517 --module aeris_ds.train --config "$1" \
     --store "$STORE" --init-weights "$2" --out "$3" --max-minutes "$MINUTES"
 }
-forecast() {  # weights, consistency steps, out store, init times, lead
+forecast() {  # weights, consistency steps, out store, init times, lead; then its scorecard beside it
   stamp "forecast $3"
   "$BIN/torchrun" --nproc_per_node "$NPROC" --master_port 29518 -m aeris_ds.forecast.driver --weights "$1" \
     --store "$STORE" --consistency-steps "$2" --out "$3" --init-times "$4" --members 4 --lead "$5"
-}
-score() {  # forecast store
-  [ -e "${1%.zarr}.scores" ] && { stamp "${1%.zarr}.scores exists"; return; }
-  stamp "score $1"
+  [ -e "${3%.zarr}.scores" ] && { stamp "${3%.zarr}.scores exists"; return; }
+  stamp "score $3"
   local train
   train=$("$BIN/python" -c "from aeris_ds.data.schema import open_store; print(open_store('$STORE').attrs['split_train'])")
-  "$BIN/python" -m aeris_ds.cli evaluate "$1" --truth "$STORE" --out "${1%.zarr}.scores" --climatology-from "$train"
+  "$BIN/python" -m aeris_ds.cli evaluate "$3" --truth "$STORE" --out "${3%.zarr}.scores" --climatology-from "$train"
 }
 
 wants consistency && train small-consistency "$FROM/weights.pt" "$OUT/consistency"
 wants crps && train small-crps "$OUT/consistency/weights.pt" "$OUT/crps"
-if wants forecast; then  # the diffusion run's forecast: 20 test init times × 4 members × 10 days
+# The diffusion run's forecast: 20 test init times × 4 members × 10 days.
+if wants consistency-forecasts; then
   forecast "$OUT/consistency/weights.pt" 1 "$OUT/consistency-1step.zarr" test:20 10d
   forecast "$OUT/consistency/weights.pt" 2 "$OUT/consistency-2step.zarr" test:20 10d
-  forecast "$OUT/crps/weights.pt" 1 "$OUT/crps-1step.zarr" test:20 10d
 fi
-if wants score; then
-  for run in consistency-1step consistency-2step crps-1step; do score "$OUT/$run.zarr"; done
-fi
-if wants long; then
-  forecast "$OUT/crps/weights.pt" 1 "$OUT/crps-1step-60d.zarr" test:4 60d
-  score "$OUT/crps-1step-60d.zarr"
-fi
+wants crps-forecasts && forecast "$OUT/crps/weights.pt" 1 "$OUT/crps-1step.zarr" test:20 10d
+wants long && forecast "$OUT/crps/weights.pt" 1 "$OUT/crps-1step-60d.zarr" test:4 60d
 if wants bench; then
   stamp "bench"
   (cd tools && "$BIN/python" bench_consistency.py --model small --batch 4 --repeats 3) | tee "$OUT/bench.md"

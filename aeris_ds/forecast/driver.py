@@ -66,6 +66,9 @@ class Forecaster:
         self.lead = np.timedelta64(cfg.data.lead_hours, "h")
         project = (self.sampler if isinstance(self.sampler, SamplerConfig) else cfg.sampler).project
         self.truncation = self._truncation(store) if project else None
+        # the channels SpectralTruncation.fields projects as u·cos φ
+        self.wind = torch.tensor([any(w in n for w in ("u_component_of_wind", "v_component_of_wind"))
+                                  for n in cfg.data.channel_names])
 
     def _truncation(self, store: str | Path) -> SpectralTruncation:
         n = self.source.ds.attrs.get("spectral_truncation")
@@ -118,9 +121,7 @@ class Forecaster:
         is not linear in its normalised value)."""
         grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, np.argsort(self.ids)]
         grid = grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)
-        wind = torch.tensor([any(w in n for w in ("u_component_of_wind", "v_component_of_wind"))
-                             for n in self.cfg.data.channel_names])
-        grid = self.truncation.fields(grid, wind)
+        grid = self.truncation.fields(grid, self.wind)
         tokens = grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
         return ((tokens - self.mean) / self.std).to(states.dtype)
 

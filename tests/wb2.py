@@ -14,12 +14,14 @@ from aeris_ds.data import solar
 from aeris_ds.data.synthetic import synthetic_dataset
 
 N_LAT, N_LON = 33, 64  # a 5.625° analogue of WB2's 121×240 "equiangular with poles"
+WB2_LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)  # every WB2 13-level store
 
 
-def wb2_dataset(descending: bool, lon_180: bool, days: float = 6) -> xr.Dataset:
+def wb2_dataset(descending: bool, lon_180: bool, days: float = 6,
+                levels: tuple[int, ...] = (500, 850)) -> xr.Dataset:
     lat = np.linspace(-90.0, 90.0, N_LAT)[:: -1 if descending else 1]
     lon = np.arange(N_LON) * 360.0 / N_LON - (180.0 if lon_180 else 0.0)
-    ds = synthetic_dataset(lat, lon, days)
+    ds = synthetic_dataset(lat, lon, days, levels)
     ds.attrs = {}
     toa = solar.toa_incident_solar_radiation(ds["time"].values, lat, lon, integrated=True)
     return ds.assign(toa_incident_solar_radiation=(("time", "latitude", "longitude"), toa))

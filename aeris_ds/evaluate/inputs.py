@@ -7,10 +7,15 @@ the member dimension named ``number``, ``member`` or ``realization`` (renamed to
 dimensions; a complete forecast, from its progress record ``completed_steps`` (or, when asked, only its
 leading lead times that every member completed); every init and valid time present in the truth. Fields are
 scored in float64 whatever the stores hold.
+
+Truth and climatology stores are taken as published (WeatherBench2's hold 13 or 37 levels, dozens of
+variables, both poles): :func:`on_forecast` cuts them to the forecast's variables, levels and grid here,
+once, so every metric, rank histogram, plot and the stability report see the same fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +36,15 @@ GRID_ATOL = 1e-4  # degrees: float32 and float64 spellings of one grid agree to 
 
 @dataclass
 class Inputs:
-    forecast: xr.Dataset  # lazy, float64, member dim ``number``, only the scored variables and lead times
-    truth: xr.Dataset  # lazy, only the scored variables
+    forecast: xr.Dataset  # lazy, float64, member dim ``number``, only the scored variables, levels, lead times
+    truth: xr.Dataset  # lazy, only the scored variables and levels, on the forecast's grid
     variables: list[str]
     levels: list[float] | None  # pressure levels to score; None when no variable has levels
     note: str = ""  # what was left out (an incomplete forecast scored with ``partial``)
 
 
-def _open(path: str | Path, what: str, opener) -> xr.Dataset:
+def open_input(path: str | Path, what: str, opener: Callable[[str | Path], xr.Dataset]) -> xr.Dataset:
+    """``opener(path)``; a missing or unreadable store is a one-line user error naming it."""
     if not Path(path).exists():
         raise MissingPathError(f"{what} store {path} does not exist")
     try:
@@ -57,41 +63,60 @@ def _member_dim(forecast: xr.Dataset, path: str | Path) -> xr.Dataset:
 
 
 def _check_dims(ds: xr.Dataset, variables: list[str], allowed: tuple[str, ...], what: str, path) -> None:
+    """Only ``allowed`` dims; all of them but ``level`` and the member dim required."""
     for name in variables:
         extra = [d for d in ds[name].dims if d not in allowed]
         if extra:
             hint = f" (an ensemble dimension must be one of {MEMBER_NAMES})" if what == "forecast" else ""
             raise DataError(f"{what} {path}: variable {name} has unknown dimension(s) {extra}{hint}")
-        missing = [d for d in allowed if d in (TIME, *GRID) and d not in ds[name].dims]
+        missing = [d for d in allowed if d not in (LEVEL, MEMBER) and d not in ds[name].dims]
         if missing:
             raise DataError(f"{what} {path}: variable {name} lacks dimension(s) {missing}")
 
 
-def _check_grid(forecast: xr.Dataset, truth: xr.Dataset, fc_path, truth_path) -> xr.Dataset:
-    """Same latitude and longitude values; the forecast then takes the truth's exact coordinates."""
-    for dim in GRID:
-        f, t = forecast[dim].values.astype(np.float64), truth[dim].values.astype(np.float64)
-        if f.shape != t.shape or not np.allclose(f, t, rtol=0, atol=GRID_ATOL):
-            raise DataError(f"forecast {fc_path} and truth {truth_path} are on different grids: {dim} has "
-                            f"{f.size} values {f[0]:g}..{f[-1]:g} in the forecast, {t.size} values "
-                            f"{t[0]:g}..{t[-1]:g} in the truth; regrid one of them")
-    return forecast.assign_coords({dim: truth[dim].values for dim in GRID})
+def _at_levels(ds: xr.Dataset, wanted: list[float], what: str, path) -> xr.Dataset:
+    """``ds`` at exactly these levels, in this order (compared as floats: stores spell them int or float)."""
+    have = [float(v) for v in ds[LEVEL].values] if LEVEL in ds.coords else []
+    absent = [v for v in wanted if v not in have]
+    if absent:
+        raise DataError(f"{what} {path} lacks level(s) {absent}; it has {have}")
+    return ds.isel({LEVEL: [have.index(v) for v in wanted]})
 
 
-def _check_levels(forecast: xr.Dataset, truth: xr.Dataset, levels: list[float] | None, fc_path, truth_path,
-                  variables: list[str]) -> list[float] | None:
-    if not any(LEVEL in forecast[v].dims for v in variables):
-        return None
-    have_fc = [float(v) for v in forecast[LEVEL].values]
-    wanted = have_fc if levels is None else [float(v) for v in levels]
-    absent = [v for v in wanted if v not in have_fc]
-    if absent:
-        raise DataError(f"forecast {fc_path} lacks level(s) {absent}; it has {have_fc}")
-    have_truth = [float(v) for v in truth[LEVEL].values] if LEVEL in truth.coords else []
-    absent = [v for v in wanted if v not in have_truth]
-    if absent:
-        raise DataError(f"truth {truth_path} lacks level(s) {absent} of the forecast; it has {have_truth}")
-    return wanted
+def _check_variables(ds: xr.Dataset, variables: list[str], what: str, path) -> None:
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise DataError(f"{what} {path} lacks variable(s) {missing}; it has {sorted(map(str, ds.data_vars))}")
+
+
+def on_forecast(ds: xr.Dataset, forecast: xr.Dataset, variables: list[str], what: str, path: str | Path,
+                dims: tuple[str, ...] = (TIME,)) -> xr.Dataset:
+    """A truth or climatology store (lazy) cut to the forecast's ``variables``, its levels and its grid.
+
+    ``forecast`` holds only the levels to score; ``dims``: the store's own dims besides level and grid (time
+    for a truth, dayofyear and hour for a climatology). The result carries the forecast's level, latitude and
+    longitude values exactly. A ``DataError`` names the store and what it lacks.
+    """
+    _check_variables(ds, variables, what, path)
+    ds = ds[variables]
+    _check_dims(ds, variables, (*dims, LEVEL, *GRID), what, path)
+    for name in variables:
+        if (LEVEL in forecast[name].dims) != (LEVEL in ds[name].dims):
+            has = "has" if LEVEL in ds[name].dims else "has no"
+            raise DataError(f"{what} {path}: variable {name} {has} level dimension, unlike the forecast")
+    if any(LEVEL in forecast[v].dims for v in variables):
+        wanted = [float(v) for v in forecast[LEVEL].values]
+        ds = _at_levels(ds, wanted, what, path).assign_coords({LEVEL: forecast[LEVEL].values})
+    try:  # latitude reversed, longitude in [-180, 180), poles cropped: the reader's view of the store
+        return select_grid(ds, forecast["latitude"].values, forecast["longitude"].values)
+    except KeyError as err:
+        for dim in GRID:  # a grid that does not hold the forecast's: name the difference
+            f, t = forecast[dim].values.astype(np.float64), ds[dim].values.astype(np.float64)
+            if f.shape != t.shape or not np.allclose(f, t, rtol=0, atol=GRID_ATOL):
+                raise DataError(f"forecast and {what} {path} are on different grids: {dim} has {f.size} values "
+                                f"{f[0]:g}..{f[-1]:g} in the forecast, {t.size} values {t[0]:g}..{t[-1]:g} in "
+                                f"the {what}; regrid one of them") from None
+        raise DataError(f"{what} {path}: {err.args[0]}") from None
 
 
 def _completed(forecast: xr.Dataset, path, partial: bool) -> tuple[xr.Dataset, str]:
@@ -127,24 +152,22 @@ def _check_times(forecast: xr.Dataset, truth: xr.Dataset, truth_path) -> None:
 
 def load_inputs(forecast_path: str | Path, truth_path: str | Path, variables: list[str] | None = None,
                 levels: list[float] | None = None, partial: bool = False) -> Inputs:
-    """Open and check the forecast and truth stores (lazily: nothing is loaded but coordinates)."""
+    """Open and check the forecast and truth stores (lazily: nothing is loaded but coordinates); both come
+    back holding only the scored variables and levels, the truth on the forecast's grid."""
     # Lazy without dask: a dask task per (init, lead, member) chunk costs more than reading it.
-    forecast = _member_dim(_open(forecast_path, "forecast", lambda p: xr.open_zarr(p, chunks=None)), forecast_path)
-    truth = _open(truth_path, "truth", open_store)
+    forecast = _member_dim(open_input(forecast_path, "forecast", lambda p: xr.open_zarr(p, chunks=None)), forecast_path)
+    truth = open_input(truth_path, "truth", open_store)
     fields = sorted(str(v) for v in forecast.data_vars if LEAD in forecast[v].dims)
     variables = list(variables) if variables else fields
-    for what, path, have in (("forecast", forecast_path, fields), ("truth", truth_path, list(truth.data_vars))):
-        missing = [v for v in variables if v not in have]
-        if missing:
-            raise DataError(f"{what} {path} lacks variable(s) {missing}; it has {sorted(map(str, have))}")
+    _check_variables(forecast[fields], variables, "forecast", forecast_path)
     _check_dims(forecast, variables, (TIME, LEAD, MEMBER, LEVEL, *GRID), "forecast", forecast_path)
-    _check_dims(truth, variables, (TIME, LEVEL, *GRID), "truth", truth_path)
-    try:  # latitude reversed, longitude in [-180, 180), poles cropped: the reader's view of the truth
-        truth = select_grid(truth, forecast["latitude"].values, forecast["longitude"].values)
-    except KeyError:
-        pass  # a grid that does not hold the forecast's: _check_grid names the difference
-    forecast = _check_grid(forecast, truth, forecast_path, truth_path)
-    levels = _check_levels(forecast, truth, levels, forecast_path, truth_path, variables)
+    if any(LEVEL in forecast[v].dims for v in variables):
+        if levels is not None:
+            forecast = _at_levels(forecast, [float(v) for v in levels], "forecast", forecast_path)
+        levels = [float(v) for v in forecast[LEVEL].values]
+    else:
+        levels = None
+    truth = on_forecast(truth, forecast, variables, "truth", truth_path)
     forecast, note = _completed(forecast, forecast_path, partial)
     _check_times(forecast, truth, truth_path)
-    return Inputs(forecast[variables].astype(np.float64), truth[variables], variables, levels, note)
+    return Inputs(forecast[variables].astype(np.float64), truth, variables, levels, note)

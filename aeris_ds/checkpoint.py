@@ -67,10 +67,13 @@ def ensure_writable(directory: str | Path) -> None:
                               "(choose another run folder with --out)") from err
 
 
-def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, keep: int = 2) -> Path:
+def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, keep: int = 2,
+         plan: dict | None = None) -> Path:
+    """``plan``: what the run decided for itself and must keep on resume (the time budget's total steps)."""
     directory = Path(directory)
     tag = f"step{step:08d}"
-    client = {"step": step, "signature": signature, "zero_stage": engine.zero_optimization_stage()}
+    client = {"step": step, "signature": signature, "zero_stage": engine.zero_optimization_stage(),
+              "plan": plan or {}}
     engine.save_checkpoint(str(directory), tag=tag, client_state=client, save_latest=False)
     rank = dist.get_rank()
     _atomic_save({"rng": _rng_state(), "step": step}, directory / tag / f"aeris_rank{rank}.pt")
@@ -164,17 +167,18 @@ def resolve(path: str | Path) -> Path:
     return folder / tag
 
 
-def load(directory: str | Path, engine, ema: EMA, signature: dict, resume_from: str | Path | None = None) -> int:
+def load(directory: str | Path, engine, ema: EMA, signature: dict,
+         resume_from: str | Path | None = None) -> tuple[int, dict]:
     """Restore the newest complete valid checkpoint of ``directory``, else the one ``resume_from`` names;
-    returns the step to continue from (0 when none). A checkpoint of another layout or ZeRO stage goes
-    through its universal conversion."""
+    returns the step to continue from (0 when none) and the run's saved plan. A checkpoint of another layout
+    or ZeRO stage goes through its universal conversion."""
     tag = _on_rank0(choose_tag, directory)  # every rank loads the same tag; one prints what was skipped
     if tag is not None:
         path = Path(directory) / tag
     elif resume_from is not None:
         path = _on_rank0(resolve, resume_from)
     else:
-        return 0
+        return 0, {}
     states = elastic.model_states(path)
     saved = states.get("signature", {})
     diff = signature_mismatch({k: v for k, v in saved.items() if k != "layout"},
@@ -194,7 +198,7 @@ def load(directory: str | Path, engine, ema: EMA, signature: dict, resume_from: 
         extra = torch.load(path / "aeris_rank0.pt", weights_only=False)
     _load_ema(ema, path, extra.get("ema"))
     _set_rng_state(extra["rng"])
-    return int(client["step"])
+    return int(client["step"]), dict(client.get("plan") or {})
 
 
 def _layer(name: str) -> int:

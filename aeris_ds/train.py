@@ -23,6 +23,7 @@ from deepspeed.accelerator import get_accelerator
 from tqdm import tqdm
 
 from aeris_ds import checkpoint
+from aeris_ds.budget import GRACE, TimeBudget, stretch_schedule, warmup_steps
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
@@ -166,6 +167,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     """Train for cfg.train.steps (resuming from the last complete checkpoint); returns a summary.
 
     ``config_ref``: the preset name or YAML path the config came from, for hints in error messages."""
+    t0 = time.time()  # the time budget counts start-up, data loading and compiling too
     out = Path(cfg.train.out_dir)
     ckpt_dir = out / "checkpoints"
     checkpoint.ensure_writable(ckpt_dir)
@@ -173,20 +175,22 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     objective = training_objective(cfg, ps.window_group, torch.from_numpy(batches.ex.tendency_scale))
     ema = EMA(engine.module, cfg.train.ema_decay)
     sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
-    start = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
+    start, plan = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
+    budget = TimeBudget(cfg.train.max_minutes, cfg.train.steps, start, warmup_steps(engine.lr_scheduler), t0,
+                        plan.get("total_steps"))
+    stretch_schedule(engine.lr_scheduler, budget.total)
     acc = engine.gradient_accumulation_steps()
     # Only the first and last pipeline stages read data (inputs and targets).
     reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()
     loader = iter(micro_batch_loader(batches, start * acc, cfg.data.workers)) if reads else None
     rank0 = dist.get_rank() == 0
     logger = RunLogger(out, cfg, enabled=rank0, start=start)
-    bar = tqdm(total=cfg.train.steps, initial=start, desc="train", disable=not rank0, dynamic_ncols=True)
+    bar = tqdm(total=budget.total, initial=start, desc="train", disable=not rank0, dynamic_ncols=True)
     flops_per_step = step_flops(cfg) * global_batch / dist.get_world_size()  # per device
     peak = device_peak(torch.bfloat16 if engine.bfloat16_enabled() else torch.float32)
-    started, step, history = time.time(), start, []
-    deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
+    started, step, history, cut = time.time(), start, [], False
     try:  # the progress bar ends its line before an error is printed
-        while step < cfg.train.steps:
+        while step < budget.total:
             reset_byte_counters()
             tick = time.time()
             loss, norm = train_step(engine, loader, pipeline, ps.replica_group, objective, step)
@@ -203,18 +207,32 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
             history.append(record)
             bar.update()
             bar.set_postfix(loss=f"{loss:.4f}")
+            if budget.observe(step, seconds) is not None:  # every rank plans by rank 0's clock
+                budget.planned = _agree(budget.planned)
+                stretch_schedule(engine.lr_scheduler, budget.planned)
+                bar.total = budget.planned
+                if rank0:
+                    tqdm.write(f"time budget: {budget.planned} steps fit in {cfg.train.max_minutes} min "
+                               f"at {budget.step_s:.3f} s/step; the LR schedule ends there")
+            # Past the budget before the plan: the plan gives one more step, and the schedule ends there.
+            cut = budget.planned is not None and step < budget.total and bool(_agree(budget.overrun()))
             every = cfg.train.checkpoint_every
-            out_of_time = _agree(time.time() > deadline)
-            if (every and step % every == 0) or step == cfg.train.steps or out_of_time:
-                checkpoint.save(ckpt_dir, engine, ema, step, sig)
-            if out_of_time:
+            if (every and step % every == 0) or step == budget.total or cut:
+                checkpoint.save(ckpt_dir, engine, ema, step, sig, plan={"total_steps": budget.planned})
+            if cut:
+                if rank0:
+                    tqdm.write(f"time budget: stopping at step {step} of {budget.total}, {GRACE:.2f}× past "
+                               f"{cfg.train.max_minutes} min (the machine slowed down after the plan)")
                 break
     finally:
         bar.close()
         logger.close()
     weights = gather_weights(engine.module, ema, ps)
-    summary = {"steps": step, "history": history, "wall_s": time.time() - started,
-               "checkpoint": str(ckpt_dir), "weights": str(out / "weights.pt")}
+    summary = {"steps": step, "samples_seen": step * global_batch, "planned_steps": budget.total,
+               "schedule_complete": step >= budget.total, "final_lr": float(engine.get_lr()[0]),
+               "step_s_planned": budget.step_s, "budget_minutes": cfg.train.max_minutes, "history": history,
+               "wall_s": time.time() - started, "total_s": time.time() - t0, "checkpoint": str(ckpt_dir),
+               "weights": str(out / "weights.pt")}
     if rank0:
         save_weights(weights, out / "weights.pt", {"config": cfg.model_dump(mode="json"), "step": step,
                                                  "objective": cfg.diffusion.objective})
@@ -233,11 +251,11 @@ def non_finite_message(loss: float, step: int, batches: MicroBatches) -> str:
             "stopping before the weights are saved")
 
 
-def _agree(flag: bool) -> bool:
-    """Every rank must take the same branch at a checkpoint: rank 0's clock decides."""
-    t = torch.tensor([float(flag)])
+def _agree(value: int) -> int:
+    """Every rank must take the same branch (and plan the same steps): rank 0's clock decides."""
+    t = torch.tensor([int(value)], dtype=torch.int64)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return int(t.item())
 
 
 def truncate_metrics(path: Path, step: int) -> None:

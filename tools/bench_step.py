@@ -7,7 +7,8 @@
 Cases: `small` (the `small` preset, 32×64 synthetic store, 8×8 windows, batch 8, one rank with --threads);
 `block1.3b` (the 1.3B block: dim 1536, 12 heads, SwiGLU 4096, 30×30 windows, --big-depth blocks on --big-grid,
 batch 1); `demo` (the main job's setting: `small` on 2 ranks with WP=2, micro-batch 4 per rank as in
-ds_configs/zero1_fp32.json, one thread per rank; reports training samples per minute). Variants: `eager`
+ds_configs/zero1_fp32.json, one thread per rank; reports training samples per minute); `demo-dp2` (the same global
+batch on DP=2, micro-batch 2 per rank). Variants: `eager`
 (train.compile off), `compiled` (train.compile, on in the `small` preset: each Swin block through torch.compile),
 `checkpointed` (model.checkpoint_activations). Precisions: fp32 (ds_configs/zero1_fp32.json) and bf16
 (zero1_bf16.json); on the CPU bf16 only where it is native (or with --force-bf16), on an accelerator bf16 unless
@@ -109,6 +110,8 @@ def case_config(name: str, variant: str, store: Path, out: Path, big: tuple[int,
         return load_config("small", {**common, "layout": {"wp": 1}, "model": model}), 8, 1
     if name == "demo":
         return load_config("small", {**common, "model": model}), None, 2  # the preset's WP=2 and ds_config micro
+    if name == "demo-dp2":  # the same global batch of 4 on DP=2: half the samples per rank, no all-to-all
+        return load_config("small", {**common, "model": model, "layout": {"wp": 1, "dp": 2}}), 2, 2
     lat, lon, depth = big
     model |= {"dim": 1536, "heads": 12, "mlp_hidden": 4096, "window": [30, 30], "depth": depth}
     return load_config("small", {**common, "layout": {"wp": 1}, "model": model, "grid": {"lat": lat, "lon": lon}}), 1, 1
@@ -254,7 +257,7 @@ def main() -> None:
             if grid not in stores:
                 stores[grid] = make_store(Path(tmp) / f"{grid[0]}x{grid[1]}.zarr", *grid)
             for variant, prec in itertools.product(args.variants.split(","), precisions):
-                threads = 1 if name == "demo" else args.threads
+                threads = 1 if name.startswith("demo") else args.threads
                 ranks = case_config(name, variant, Path(tmp), Path(tmp), big)[2]
                 start = time.perf_counter()
                 r = in_children(ranks, args.device, name, variant, prec, str(stores[grid]),

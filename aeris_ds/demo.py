@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="aeris-ds demo", description=__doc__)
     p.add_argument("--config", default="small")
     p.add_argument("--nproc", type=int, default=2, help="local ranks (the preset's layout must use them all)")
-    p.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget (minutes)")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="training wall-time budget (minutes, start-up included): the step count and LR schedule fit it")
     p.add_argument("--store", default="data/heldsuarez.zarr")
     p.add_argument("--run", default="runs/demo")
     # Sized for 2 CPU cores with the preset's 24 h model: 20 × 4 (init, member) rows × 10 steps × 9 network

@@ -11,6 +11,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "setting up $VENV (one time, ~2 min)" >&2
   # torch is pinned to the CPU wheel in requirements.txt; it must be in the same pip command as the rest.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    -r "$ROOT/requirements.txt" -e "$ROOT[embedded,ingest,dev]"
+    -r "$ROOT/requirements.txt" -e "$ROOT[embedded,ingest,dev,earth2studio]"
   echo "$WANT" > "$STAMP"
 fi

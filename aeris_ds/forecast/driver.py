@@ -56,6 +56,7 @@ class Forecaster:
         model, routing = single_process_model(cfg, self.source.lat, self.source.lon)
         self.model = model.eval()
         self.ids = routing.home_ids  # token order of a state: grid ids, window-major
+        self.grid_order = np.argsort(self.ids)  # grid id → its token
         self.real = self.source.grid.real  # model rows that are store rows; forecasts hold only these
         self.fill = self._padding_fill()
         load_into(self.model, saved["ema" if use_ema else "params"], weights)
@@ -91,20 +92,29 @@ class Forecaster:
         position[self.ids] = np.arange(self.ids.size)
         return torch.from_numpy(position[copied[self.ids]])
 
+    def to(self, device: torch.device | str) -> Forecaster:
+        """The network and the normalisation on ``device``; states, noise and forcings follow the state's device."""
+        self.model.to(device)
+        self.mean, self.std, self.tendency_scale, self.wind = (
+            t.to(device) for t in (self.mean, self.std, self.tendency_scale, self.wind))
+        self.fill = None if self.fill is None else self.fill.to(device)
+        return self
+
     def to_tokens(self, field: np.ndarray) -> torch.Tensor:
         """[C, lat, lon] → [T, C] in the model's token order."""
         return torch.from_numpy(field.reshape(field.shape[0], -1)[:, self.ids].T.copy())
 
     def initial_state(self, time_index: int) -> torch.Tensor:
         field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
-        return (self.to_tokens(field) - self.mean) / self.std
+        return (self.to_tokens(field).to(self.mean.device) - self.mean) / self.std
 
     def step(self, state: torch.Tensor, generators, valid_times: np.ndarray) -> torch.Tensor:
         """The rollout step for a batch of rows: state_k = state_{k−1} + sampled tendency, each row forced at
         its own valid time (rows may belong to different init times)."""
         times, which = np.unique(valid_times, return_inverse=True)
         forcing = torch.stack([self.to_tokens(self.forcings(t)) for t in times])[torch.from_numpy(which)]
-        noise = torch.stack([torch.randn(state.shape[1:], generator=g) for g in generators])
+        forcing = forcing.to(state.device)
+        noise = torch.stack([torch.randn(state.shape[1:], generator=g, device=state.device) for g in generators])
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
@@ -119,18 +129,27 @@ class Forecaster:
     def _project(self, states: torch.Tensor) -> torch.Tensor:
         """States [B, T, C] onto the store's spectral truncation (in physical units: the projection of a wind
         is not linear in its normalised value)."""
-        grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, np.argsort(self.ids)]
+        grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, self.grid_order]
         grid = grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)
         grid = self.truncation.fields(grid, self.wind)
         tokens = grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
         return ((tokens - self.mean) / self.std).to(states.dtype)
 
+    def to_grid(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] normalised tokens → [B, C, lat, lon] in physical units, the store's rows only (no padding)."""
+        grid = (states * self.std + self.mean).transpose(1, 2)[:, :, self.grid_order]
+        return grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)[:, :, self.real]
+
+    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """to_grid's inverse: [B, C, lat, lon] on the store's rows → [B, T, C] normalised tokens, padding rows
+        repeating the edge rows as the reader pads (the same state as initial_state for the same fields)."""
+        rows = np.clip(np.arange(self.cfg.grid.lat), self.real.start, self.real.stop - 1) - self.real.start
+        tokens = grid[:, :, rows].reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2).contiguous()
+        return (tokens - self.mean) / self.std
+
     def to_physical(self, states: torch.Tensor) -> dict[str, np.ndarray]:
         """[B, T, C] normalised tokens → WB2 variables [B, (level,) lat, lon] in physical units."""
-        phys = (states * self.std + self.mean).numpy()
-        grid = np.empty((states.shape[0], states.shape[2], self.cfg.grid.lat * self.cfg.grid.lon), np.float32)
-        grid[:, :, self.ids] = phys.transpose(0, 2, 1)
-        grid = grid.reshape(states.shape[0], states.shape[2], self.cfg.grid.lat, self.cfg.grid.lon)[:, :, self.real]
+        grid = self.to_grid(states).cpu().numpy()
         out, c, n_lev = {}, 0, len(self.cfg.data.levels)
         for name in self.cfg.data.atmospheric:
             out[name], c = grid[:, c:c + n_lev], c + n_lev

@@ -52,6 +52,14 @@ def member_generator(seed: int, init_time: np.datetime64, member: int, step: int
     return torch.Generator(device=device).manual_seed(int(entropy))
 
 
+def advance(step_fn: StepFn, states: Tensor, inits: Sequence[np.datetime64], members: Sequence[int], step: int,
+            lead: np.timedelta64, seed: int) -> Tensor:
+    """Step ``step`` (1-based, ending at ``lead`` = step·Δt) of rows (init time, member): each row's generator
+    and its valid time init + lead, as every rollout of aeris-ds draws them."""
+    gens = [member_generator(seed, t, m, step, states.device) for t, m in zip(inits, members, strict=True)]
+    return step_fn(states, gens, np.array([t + lead for t in inits]))
+
+
 def _to_numpy(x: Tensor) -> np.ndarray:
     """Exact bits of a tensor as numpy (bfloat16, which numpy lacks, as its int16 bit pattern)."""
     x = x.detach().cpu()
@@ -100,10 +108,9 @@ def rollout(
         live = [r for r in range(len(rows)) if alive[r] and done[r] < k]
         if not live:
             break
-        gens = [member_generator(seed, inits[r], rows[r][1], k, states.device) for r in live]
-        valid = np.array([inits[r] + store.leads[k - 1] for r in live])
         batch = states[live]
-        new = step_fn(batch, gens, valid)
+        new = advance(step_fn, batch, [inits[r] for r in live], [rows[r][1] for r in live], k, store.leads[k - 1],
+                      seed)
         if new.shape != batch.shape or new.dtype != batch.dtype:
             raise ValueError(f"step_fn returned {tuple(new.shape)} {new.dtype}, "
                              f"expected {tuple(batch.shape)} {batch.dtype}")

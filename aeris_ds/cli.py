@@ -16,10 +16,10 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
-from aeris_ds.errors import run_command
+from aeris_ds.args import ArgumentParser, config_ref, existing_path
+from aeris_ds.errors import ConfigError, run_command
 
 # Subcommand → module whose main(argv) runs it; imported lazily so `aeris-ds info` stays light.
 COMMANDS = {
@@ -35,15 +35,15 @@ COMMANDS = {
 
 
 def info(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="aeris-ds info")
-    p.add_argument("--config", default="small")
-    p.add_argument("--layout", default=None, help="e.g. pp=20,wp=36,sp=12")
-    args = p.parse_args(argv)
     from aeris_ds.config import load_config, parse_layout
+
+    p = ArgumentParser(prog="aeris-ds info")
+    p.add_argument("--config", default="small", type=config_ref, help="preset name or YAML path")
+    p.add_argument("--layout", default=None, type=parse_layout, help="e.g. pp=20,wp=36,sp=12")
+    args = p.parse_args(argv)
     from aeris_ds.describe import describe
 
-    over = {"layout": parse_layout(args.layout)} if args.layout else {}
-    print(describe(load_config(args.config, over)))
+    print(describe(load_config(args.config, {"layout": args.layout} if args.layout else {})))
 
 
 DATA_USAGE = """usage: aeris-ds data {heldsuarez,stats,verify} ...
@@ -60,7 +60,8 @@ def data(argv: list[str]) -> None:
         print(DATA_USAGE)
         return
     if not argv or argv[0] not in ("heldsuarez", "stats", "verify"):
-        raise SystemExit(DATA_USAGE)
+        got = f"unknown data command {argv[0]!r}" if argv else "a data command is needed"
+        raise ConfigError(f"{got}: one of heldsuarez, stats, verify (aeris-ds data --help)")
     if argv[0] == "heldsuarez":
         from aeris_ds.data import heldsuarez
 
@@ -69,9 +70,10 @@ def data(argv: list[str]) -> None:
         from aeris_ds.data import verify
 
         return verify.main(argv[1:])
-    p = argparse.ArgumentParser(prog="aeris-ds data stats")
-    p.add_argument("--store", required=True)
-    p.add_argument("--config", default="small", help="preset or YAML naming the variables and levels")
+    p = ArgumentParser(prog="aeris-ds data stats")
+    p.add_argument("--store", required=True, type=existing_path)
+    p.add_argument("--config", default="small", type=config_ref,
+                   help="preset or YAML naming the variables and levels")
     p.add_argument("--overwrite", action="store_true", help="replace the store's existing stats")
     args = p.parse_args(argv[1:])
     from aeris_ds.config import load_config
@@ -95,7 +97,7 @@ def dispatch(argv: list[str]) -> int | None:
     if command == "data":
         return data(rest)
     if command not in COMMANDS:
-        raise SystemExit(f"unknown command {command!r}; one of: info, data, {', '.join(COMMANDS)}")
+        raise ConfigError(f"unknown command {command!r}; one of: info, data, {', '.join(COMMANDS)}")
     return importlib.import_module(COMMANDS[command]).main(rest)
 
 

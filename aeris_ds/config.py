@@ -6,17 +6,19 @@ config in ds_configs/; everything that is ours (model, grid, data, diffusion, la
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aeris_ds.data.grid_adapt import GridAdapt
 from aeris_ds.data.splits import parse_range
-from aeris_ds.errors import ConfigError, MissingPathError
+from aeris_ds.errors import ArgumentValueError, ConfigError, MissingPathError
 from aeris_ds.parallel.layout import Layout
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -232,14 +234,20 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(name_or_path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
-    """Load a preset by name (``tiny``, ``small``, ``aeris-1.3b``…) or a YAML path, then apply overrides."""
+def config_path(name_or_path: str | Path) -> Path:
+    """The YAML of a preset name or path; a named error when there is none."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    if not path.is_file():
         presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        raise MissingPathError(f"config {name_or_path!r} not found (presets: {', '.join(presets)})")
+        raise MissingPathError(f"config {str(name_or_path)!r} not found (presets: {', '.join(presets)})")
+    return path
+
+
+def load_config(name_or_path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Load a preset by name (``tiny``, ``small``, ``aeris-1.3b``…) or a YAML path, then apply overrides."""
+    path = config_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -248,34 +256,163 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Expe
         raise ConfigError(f"{path} must hold a mapping of sections (model, data, …), got {type(raw).__name__}")
     raw = _merge(raw, overrides or {})
     try:
-        return ExperimentConfig(**raw)
+        return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"invalid config {path}: {problems}") from None
 
 
-def load_ds_config(path: str | Path) -> dict:
-    """Read a DeepSpeed JSON, resolving a relative path against the repository when not found locally."""
+def ds_config_path(path: str | Path) -> Path:
+    """A DeepSpeed JSON path as given, else relative to the repository (the presets name ds_configs/…)."""
     candidate = Path(path)
-    if not candidate.exists() and (REPO_ROOT / candidate).exists():
+    if not candidate.is_file() and (REPO_ROOT / candidate).is_file():
         candidate = REPO_ROOT / candidate
-    if not candidate.exists():
+    if not candidate.is_file():
         raise MissingPathError(f"DeepSpeed config {path} not found")
+    return candidate
+
+
+def load_ds_config(path: str | Path) -> dict:
+    """Read a DeepSpeed JSON and validate it with DeepSpeed's own config classes, before any engine starts:
+    a wrong key or value is one line naming the file, the key and what is allowed."""
+    candidate = ds_config_path(path)
     try:
-        config = json.loads(candidate.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"DeepSpeed config {candidate} is not valid JSON: {err}") from None
+        config = json.loads(candidate.read_text(), object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"DeepSpeed config {candidate} must be a JSON object")
+        raise ConfigError(f"{path}: must be a JSON object, got {type(config).__name__}")
+    check_ds_config(config, str(path))
     return config
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:  # json would keep the last silently; DeepSpeed's own loader refuses them too
+        raise ValueError(f"duplicate key {repeated[0]!r}")
+    return dict(pairs)
+
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+
+
+class _NamedSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Annotated[str, Field(strict=True)]
+    params: dict = {}
+
+
+class _DeepSpeedTopLevel(BaseModel):
+    """What DeepSpeed reads from the top level without checking its type (it would fail later, deep in the
+    engine, or be compared as a string); its sections are checked by its own classes (_ds_sections)."""
+
+    model_config = ConfigDict(extra="allow")
+    train_batch_size: PositiveInt | None = None
+    train_micro_batch_size_per_gpu: PositiveInt | None = None
+    gradient_accumulation_steps: PositiveInt | None = None
+    gradient_clipping: Annotated[float, Field(ge=0, strict=True)] = 0.0
+    steps_per_print: PositiveInt | None = None
+    optimizer: _NamedSection | None = None
+    scheduler: _NamedSection | None = None
+    zero_optimization: dict | None = None  # the legacy boolean form is refused: DeepSpeed only warns about it
+    bf16: dict | None = None
+    fp16: dict | None = None
+    pipeline: dict | None = None
+    activation_checkpointing: dict | None = None
+    flops_profiler: dict | None = None
+    checkpoint: dict | None = None
+    data_types: dict | None = None
+    comms_logger: dict | None = None
+    autotuning: dict | None = None
+
+
+def _ds_sections() -> dict[str, type[BaseModel]]:
+    """DeepSpeed's pydantic class of each section (imported here: importing deepspeed takes seconds)."""
+    from deepspeed.monitor.config import CometConfig, CSVConfig, TensorBoardConfig, WandbConfig
+    from deepspeed.runtime.config import CompileConfig, HybridEngineConfig
+    from deepspeed.runtime.precision_config import DeepSpeedBF16Config, DeepSpeedFP16Config
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    return {"zero_optimization": DeepSpeedZeroConfig, "bf16": DeepSpeedBF16Config, "fp16": DeepSpeedFP16Config,
+            "compile": CompileConfig, "hybrid_engine": HybridEngineConfig, "tensorboard": TensorBoardConfig,
+            "wandb": WandbConfig, "csv_monitor": CSVConfig, "comet": CometConfig}
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return sorted({n for name, f in model.model_fields.items() for n in (name, f.alias) if n})
+
+
+def _problem(err: ValidationError, section: str = "", model: type[BaseModel] | None = None) -> str:
+    """The first error of a pydantic validation as ``key.path: message (got value)``, with what is allowed."""
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in (section, *e["loc"]) if p != "")
+    if e["type"] == "extra_forbidden" and model is not None:
+        allowed = _allowed_keys(model)
+        close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+        return f"{key}: unknown key (" + (f"did you mean {close[0]}?)" if close else f"allowed: {', '.join(allowed)})")
+    message = e["msg"]
+    if e["type"] in ("model_type", "dict_type"):  # pydantic names its class: meaningless in a JSON file
+        message = "Input should be a JSON object"
+    if e["type"] == "enum":  # DeepSpeed's stage enum has an alias: "0, 1, 2, 3 or 3"
+        choices = list(dict.fromkeys(re.split(r", | or ", e["ctx"]["expected"])))
+        message = f"Input should be {', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else message
+    return f"{key or section or err.title}: {message} (got {json.dumps(e['input'], default=str)[:80]})"
+
+
+def check_ds_config(config: dict, source: str) -> None:
+    """Raise ConfigError for the first key or value of a DeepSpeed config that DeepSpeed would refuse (or, for
+    the top-level values it does not check, fail on later). Needs no process group."""
+    try:
+        _DeepSpeedTopLevel.model_validate(config)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_problem(err)}") from None
+    micro, acc = config.get("train_micro_batch_size_per_gpu", 1), config.get("gradient_accumulation_steps", 1)
+    given = config.get("train_batch_size")
+    if given is not None and given % (micro * acc):  # the layout's DP is checked when the engine is built
+        raise ConfigError(f"{source}: train_batch_size: {given} is not a multiple of train_micro_batch_size_per_gpu "
+                          f"{micro} × gradient_accumulation_steps {acc} (it is micro × accumulation × DP)")
+    sections = _ds_sections()
+    known = set(sections) | set(_DeepSpeedTopLevel.model_fields) | _ds_constants()
+    for key in config:  # DeepSpeed ignores unknown top-level keys: a near miss of a known one is a typo
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if key not in known and close:
+            raise ConfigError(f"{source}: {key}: unknown key (did you mean {close[0]}?)")
+    for key, model in sections.items():
+        if key in config:
+            try:
+                model(**config[key]) if isinstance(config[key], dict) else model.model_validate(config[key])
+            except ValidationError as err:
+                raise ConfigError(f"{source}: {_problem(err, key, model)}") from None
+            except (TypeError, ValueError, AssertionError) as err:
+                raise ConfigError(f"{source}: {key}: {' '.join(str(err).split())}") from None
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    # The rest (cross-field rules) through DeepSpeed's whole config, with the batch it will be given: ours
+    # counts distinct samples (train.batch_sizes checks train_batch_size against the layout's DP).
+    probe = {k: v for k, v in config.items() if k != "train_batch_size"}
+    probe.setdefault("train_micro_batch_size_per_gpu", 1)
+    try:
+        DeepSpeedConfig(probe)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_problem(err)}") from None
+    except Exception as err:  # noqa: BLE001 - DeepSpeed refuses configs with asserts and assorted exceptions
+        raise ConfigError(f"{source}: {' '.join(str(err).split()) or type(err).__name__}") from None
+
+
+def _ds_constants() -> set[str]:
+    """Top-level key names DeepSpeed defines as constants (for spotting a misspelt one)."""
+    from deepspeed.runtime import constants
+
+    return {v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str) and v.isidentifier()}
+
+
 def parse_layout(text: str) -> dict[str, int]:
-    """``"dp=2,pp=2"`` → ``{"dp": 2, "pp": 2}`` (a CLI override of the layout section)."""
+    """``"dp=2,pp=2"`` → ``{"dp": 2, "pp": 2}`` (a CLI override of the layout section; an argparse ``type=``)."""
     out: dict[str, int] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        if key not in ("dp", "pp", "wp", "sp") or not value.isdigit():
-            raise ConfigError(f"bad layout item {part!r}: expected dp=N, pp=N, wp=N or sp=N")
+        if key not in ("dp", "pp", "wp", "sp") or not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+            raise ArgumentValueError(f"bad layout item {part!r}: expected dp=N, pp=N, wp=N or sp=N with N ≥ 1")
         out[key] = int(value)
     return out

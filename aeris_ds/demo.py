@@ -6,7 +6,6 @@ there, so rerunning the job continues where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -14,8 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aeris_ds.args import (
+    ArgumentParser,
+    config_ref,
+    init_times,
+    lead,
+    lead_steps,
+    output_path,
+    parse_duration,
+    positive_float,
+    positive_int,
+    sampler,
+)
 from aeris_ds.config import load_config
-from aeris_ds.errors import run_command
+from aeris_ds.errors import ConfigError, run_command
 from aeris_ds.stage_times import StageTimes
 
 STAGES = ["install", "data", "stats", "train", "forecast", "score"]
@@ -65,26 +76,32 @@ def plot_loss(metrics: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="aeris-ds demo", description=__doc__)
-    p.add_argument("--config", default="small")
-    p.add_argument("--nproc", type=int, default=2, help="local ranks (the preset's layout must use them all)")
-    p.add_argument("--minutes", type=float, default=10.0,
+    p = ArgumentParser(prog="aeris-ds demo", description=__doc__)
+    p.add_argument("--config", default="small", type=config_ref, help="preset name or YAML path")
+    p.add_argument("--nproc", type=positive_int, default=2, help="local ranks (the preset's layout must use them all)")
+    p.add_argument("--minutes", type=positive_float, default=10.0,
                    help="training wall-time budget (minutes, start-up included): the step count and LR schedule fit it")
-    p.add_argument("--store", default="data/heldsuarez.zarr")
-    p.add_argument("--run", default="runs/demo")
+    p.add_argument("--store", default="data/heldsuarez.zarr", type=output_path,
+                   help="the embedded data: generated when missing")
+    p.add_argument("--run", default="runs/demo", type=output_path)
     # Sized for 2 CPU cores with the preset's 24 h model: 20 × 4 (init, member) rows × 10 steps × 9 network
     # evaluations per step (5 sampler levels).
-    p.add_argument("--members", type=int, default=4)
-    p.add_argument("--init-times", default="test:20")
-    p.add_argument("--lead", default="10d")
+    p.add_argument("--members", type=positive_int, default=4)
+    p.add_argument("--init-times", default="test:20", type=init_times)
+    p.add_argument("--lead", default="10d", type=lead, help="a multiple of the config's model step")
     # Rows per network call: a call on 40 full-grid rows runs ~1.6× slower per row than on ≤ 16 on this CPU
     # (activations outgrow the cache), so a rank's rows go in a few smaller batches.
-    p.add_argument("--batch", type=int, default=10, help="(init, member) rows per network call on a rank")
-    p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
+    p.add_argument("--batch", type=positive_int, default=10, help="(init, member) rows per network call on a rank")
+    p.add_argument("--sampler", default="", metavar="KEY=VALUE,…", type=sampler,
                    help="forecast sampler overrides (default: the preset's sampler section)")
     p.add_argument("--launcher", choices=["deepspeed", "torchrun"], default="deepspeed")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    # What the config decides, checked before the first stage starts
+    lead_steps(parse_duration(args.lead), cfg.data.lead_hours, args.config)
+    if cfg.layout.as_layout().world != args.nproc:
+        raise ConfigError(f"argument --nproc: {args.nproc} ranks, but the layout of {args.config} "
+                          f"({cfg.layout.as_layout()}) needs {cfg.layout.as_layout().world}")
     store, run = Path(args.store), Path(args.run)
 
     from aeris_ds.data import embedded

@@ -28,6 +28,7 @@ import deepspeed
 import torch
 from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
+from aeris_ds.args import ArgumentParser, existing_path
 from aeris_ds.errors import CheckpointError, run_command
 from aeris_ds.weights import canonical
 
@@ -172,11 +173,11 @@ def _adam_step(zero: Path, folder: Path) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aeris-ds checkpoint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="aeris-ds checkpoint", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="write the universal (layout-independent) form of a checkpoint")
-    conv.add_argument("path", help="run folder, its checkpoints/ folder, or one tag folder")
+    conv.add_argument("path", type=existing_path, help="run folder, its checkpoints/ folder, or one tag folder")
     args = parser.parse_args(argv)
     from aeris_ds.checkpoint import resolve  # it loads through this module
 

@@ -11,6 +11,7 @@ The classes also derive from the matching built-in exception, so ``except ValueE
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
@@ -40,6 +41,11 @@ class ConfigError(UserError, ValueError):
 
 class LayoutError(UserError, ValueError):
     """The parallel layout does not fit the world size, the grid or the model."""
+
+class ArgumentValueError(ConfigError, argparse.ArgumentTypeError):
+    """A bad value of one command-line argument. As an argparse ``type=`` it makes the line name the argument
+    (``argument --members: must be ≥ 1, got 0``); raised anywhere else it is a ConfigError."""
+
 
 
 class DataError(UserError, ValueError):
@@ -104,7 +110,8 @@ def report(err: BaseException) -> None:
     if _rank() == 0 or not every_rank:
         _write_log(err)
         prefix = "" if _rank() == 0 else f"[rank {_rank()}] "
-        message = str(err).strip() or type(err).__name__
+        # One line whatever the message holds (a library's multi-line text quoted in it)
+        message = " ".join(str(err).strip().splitlines()) or type(err).__name__
         print(f"{prefix}error: {message}", file=sys.stderr, flush=True)
 
 

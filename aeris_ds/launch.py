@@ -19,7 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from aeris_ds.args import ArgumentParser, config_ref, ds_config_file, int_between, positive_int
 from aeris_ds.config import REPO_ROOT, load_config, load_ds_config, parse_layout
+from aeris_ds.errors import LayoutError, run_command
 from aeris_ds.parallel.layout import Layout, WindowGrid
 from aeris_ds.parallel.state import validate_layout
 
@@ -76,7 +78,7 @@ class Plan:
 def check_fit(layout: Layout, nodes: int, per_node: int, config: str, ds_config: str) -> None:
     """Raise before anything is submitted when the layout cannot run on nodes × devices or on the model."""
     if layout.world != nodes * per_node:
-        raise ValueError(f"layout {layout} needs dp·pp·wp·sp = {layout.world} ranks, but {nodes} node(s) × "
+        raise LayoutError(f"layout {layout} needs dp·pp·wp·sp = {layout.world} ranks, but {nodes} node(s) × "
                          f"{per_node} device(s) = {nodes * per_node}")
     cfg = load_config(config, {"layout": layout.__dict__})
     grid = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, 1, 1, cfg.layout.window_assignment,
@@ -171,17 +173,18 @@ def describe(plan: Plan, submit: list[str] | None = None, max_ranks: int = 64) -
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="aeris_ds.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="aeris_ds.launch", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", choices=sorted(TARGETS))
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--nproc", type=int, default=1, help="local ranks (local target)")
-    parser.add_argument("--gpus-per-node", type=int, default=None, help="slurm-cuda: 4–8 (default 4)")
-    parser.add_argument("--layout", required=True, help="dp=N,pp=N,wp=N,sp=N (missing axes are 1)")
-    parser.add_argument("--config", required=True, help="preset name or YAML path")
-    parser.add_argument("--ds-config", required=True, help="DeepSpeed JSON")
+    parser.add_argument("--nodes", type=positive_int, default=1)
+    parser.add_argument("--nproc", type=positive_int, default=1, help="local ranks (local target)")
+    parser.add_argument("--gpus-per-node", type=positive_int, default=None, help="slurm-cuda: 4–8 (default 4)")
+    parser.add_argument("--layout", required=True, type=_layout_text,
+                        help="dp=N,pp=N,wp=N,sp=N (missing axes are 1)")
+    parser.add_argument("--config", required=True, type=config_ref, help="preset name or YAML path")
+    parser.add_argument("--ds-config", required=True, type=ds_config_file, help="DeepSpeed JSON")
     parser.add_argument("--launcher", choices=["torchrun", "deepspeed"], default="torchrun", help="local target")
-    parser.add_argument("--master-port", type=int, default=MASTER_PORT)
+    parser.add_argument("--master-port", type=int_between(1, 65535), default=MASTER_PORT)
     parser.add_argument("--python", default="python")
     parser.add_argument("--dry-run", action="store_true", default=bool(os.environ.get("DRY_RUN")))
     parser.add_argument("--submit", action="store_true", help="batch targets: validate, then qsub/sbatch")
@@ -193,13 +196,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _layout_text(text: str) -> str:
+    parse_layout(text)  # passed on to the batch script and to train as text
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        plan = render(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    plan = render(args)
     submit = submit_command(args, plan) if args.submit and args.target != "local" else None
     if args.dry_run:
         print(describe(plan, submit))
@@ -212,4 +216,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command(main))

@@ -23,6 +23,16 @@ from deepspeed.accelerator import get_accelerator
 from tqdm import tqdm
 
 from aeris_ds import checkpoint
+from aeris_ds.args import (
+    ArgumentParser,
+    config_ref,
+    ds_config_file,
+    existing_path,
+    non_negative_int,
+    output_path,
+    positive_float,
+    positive_int,
+)
 from aeris_ds.budget import GRACE, TimeBudget, stretch_schedule, warmup_steps
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
 from aeris_ds.data.source import WeatherSource
@@ -310,27 +320,33 @@ class RunLogger:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="aeris-ds train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="small", help="preset name or YAML path")
-    parser.add_argument("--layout", default=None, help="e.g. dp=2,pp=2,wp=1,sp=1 (overrides the YAML)")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--out", default=None, help="run directory (overrides train.out_dir)")
-    parser.add_argument("--store", default=None, help="WeatherBench2-schema zarr (overrides data.store)")
-    parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument("--init-weights", default=None, metavar="WEIGHTS",
+    parser = ArgumentParser(prog="aeris-ds train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small", type=config_ref, help="preset name or YAML path")
+    parser.add_argument("--layout", default=None, type=parse_layout,
+                        help="e.g. dp=2,pp=2,wp=1,sp=1 (overrides the YAML)")
+    parser.add_argument("--steps", type=positive_int, default=None)
+    parser.add_argument("--out", default=None, type=output_path, help="run directory (overrides train.out_dir)")
+    parser.add_argument("--store", default=None, type=existing_path,
+                        help="WeatherBench2-schema zarr (overrides data.store)")
+    parser.add_argument("--max-minutes", type=positive_float, default=None)
+    parser.add_argument("--init-weights", default=None, metavar="WEIGHTS", type=existing_path,
                         help="weights.pt to start from (overrides diffusion.init_weights)")
-    parser.add_argument("--resume-from", default=None, metavar="RUN_OR_TAG",
+    parser.add_argument("--resume-from", default=None, metavar="RUN_OR_TAG", type=existing_path,
                         help="start from this run's last checkpoint (or this tag), on any layout and ZeRO stage")
-    parser.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
-    parser = deepspeed.add_config_arguments(parser)
+    parser.add_argument("--local_rank", type=non_negative_int, default=int(os.environ.get("LOCAL_RANK", 0)))
+    # DeepSpeed's own two arguments (deepspeed.add_config_arguments), the JSON checked at the door
+    group = parser.add_argument_group("DeepSpeed")
+    group.add_argument("--deepspeed", action="store_true", help="accepted for DeepSpeed scripts; no effect")
+    group.add_argument("--deepspeed_config", default=None, type=ds_config_file,
+                       help="DeepSpeed JSON (overrides train.ds_config)")
     return parser.parse_args(argv)
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
     over: dict = {}
     if args.layout:
-        over["layout"] = parse_layout(args.layout)
+        over["layout"] = args.layout
     train = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out), ("max_minutes", args.max_minutes),
                                ("resume_from", args.resume_from)) if v is not None}
     if args.deepspeed_config:

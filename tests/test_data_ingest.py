@@ -93,7 +93,7 @@ def test_data_ingest_bad_files_one_line_error_and_no_store(era5_grib_path, tmp_p
            "empty.grib": (b"", r"is empty"),
            "text.grib": (b"time,t2m\n2020-01-01,280\n", r"holds no GRIB message"),
            "text.nc": (b"time,t2m\n2020-01-01,280\n", r"cannot open .*text\.nc: not a GRIB or netCDF file"),
-           "missing.grib": (None, r"input file .*missing\.grib does not exist")}
+           "missing.grib": (None, r"argument inputs: .*missing\.grib does not exist")}
     out = tmp_path / "era5.zarr"
     for name, (content, message) in bad.items():
         if content is not None:

@@ -42,14 +42,19 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.match(r"(\[rank \d+\] )?error: ", line)]
 
 
-def test_lead_zero_is_one_line_and_the_traceback_goes_to_the_run_folder(tmp_path, capsys, monkeypatch):
+def test_damaged_weights_are_one_line_and_the_traceback_goes_to_the_run_folder(tmp_path, tiny_store, capsys,
+                                                                               monkeypatch):
     from aeris_ds import errors
     from aeris_ds.forecast.driver import main
 
     monkeypatch.setattr(errors, "_log", None)  # restored after the test
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not a torch file")
     out = tmp_path / "run" / "forecast.zarr"
-    assert run_command(main, ["--weights", "missing.pt", "--lead", "0h", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == "error: --lead '0h': expected a positive lead such as 90d or 72h\n"
+    code = run_command(main, ["--weights", str(weights), "--store", str(tiny_store), "--lead", "6h", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: weights file {weights} is damaged"), err
     assert "Traceback" in (tmp_path / "run" / "error.log").read_text() and not out.exists()
 
 
@@ -66,8 +71,8 @@ def test_unwritable_checkpoints_folder_fails_before_training(tmp_path, tiny_stor
 
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")  # the run folder cannot be created under a file, as on a read-only mount
-    out = blocker / "run"
-    code = run_command(main, ["--config", str(_config(tmp_path / "tiny.yaml", tiny_store)), "--out", str(out)])
+    out = blocker / "run"  # in the YAML: as --out it is refused at the door (test_args)
+    code = run_command(main, ["--config", str(_config(tmp_path / "tiny.yaml", tiny_store, out_dir=str(out)))])
     assert code == 2
     err = capsys.readouterr().err
     assert _error_lines(err) == [f"error: checkpoints folder {out / 'checkpoints'} is not writable: "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aeris_ds import launch
+from aeris_ds.errors import run_command
 from aeris_ds.parallel.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,8 +127,8 @@ def test_launch_submit_command_validates_first(capsys):
     assert argv[:5] == ["qsub", "-A", "proj", "-l", "select=2"] and argv[-1].endswith("launchers/aurora.pbs")
     assert "LAYOUT=pp=2,wp=6,sp=2" in argv[argv.index("-v") + 1]
     # A layout that does not fit is refused before any qsub.
-    code = launch.main(["aurora", "--nodes", "3", "--layout", "pp=2,wp=6,sp=2", "--config", "aeris-1.3b",
-                        "--ds-config", DS, "--submit", "--dry-run"])
+    code = run_command(launch.main, ["aurora", "--nodes", "3", "--layout", "pp=2,wp=6,sp=2", "--config",
+                                     "aeris-1.3b", "--ds-config", DS, "--submit", "--dry-run"])
     assert code == 2 and "qsub" not in capsys.readouterr().out
 
 

@@ -265,7 +265,9 @@ def test_plan_cli(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("aeris-1.3b on 4 aurora nodes (48 devices)")
     assert len([line for line in out if "ZeRO-" in line]) == 3
-    assert main(["--model", "40b", "--nodes", "1", "--machine", "lumi"]) == 2
+    from aeris_ds.errors import run_command
+
+    assert run_command(main, ["--model", "40b", "--nodes", "1", "--machine", "lumi"]) == 2
     assert "does not fit on 1 lumi nodes" in capsys.readouterr().err
 
 

@@ -27,7 +27,6 @@ environment (``<sys.prefix>/jax_cache``), so a second run compiles nothing.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -39,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from aeris_ds.args import ArgumentParser, non_negative_float, non_negative_int, output_path, positive_int
 from aeris_ds.data import schema
-from aeris_ds.errors import OutputError
+from aeris_ds.errors import ConfigError, DataError, OutputError
 from aeris_ds.outputs import atomic_replace, kind_of
 
 KIND = "heldsuarez"  # the store's output kind (aeris_ds.outputs)
@@ -59,6 +59,8 @@ STATIC_VARS = ("geopotential_at_surface", "land_sea_mask")
 # ~13 days apart (beyond the ~10-day decorrelation of z500), or 90-day rollouts. With the spin-up: 39 chunks
 # of 30 days instead of 65 for 3/1/1 years.
 YEARS = (2.0, 0.1, 0.75)
+# dinosaur's spectral grids (T<n>: triangular truncation at n, written as the store's spectral_truncation)
+RESOLUTIONS = ("T21", "T31", "T42", "T85", "T106", "T119", "T170", "T213", "T340", "T425")
 VARIABLES = ATMOS_VARS + SURFACE_VARS + STATIC_VARS
 # Chunks per shard: 4 × 30 days = 480 frames (inner time blocks of 240 frames, ~3 MB: data/schema.py).
 SHARD_CHUNKS = 4
@@ -325,8 +327,8 @@ def generate(
     per_day = 24 // FRAME_HOURS
     n_split = tuple(int(round(y * 365 * per_day)) for y in (years_train, years_valid, years_test))
     if min(n_split) < 0 or sum(n_split) == 0:
-        raise ValueError(f"need a positive number of frames; got years train/valid/test = "
-                         f"{years_train}/{years_valid}/{years_test}")
+        raise ConfigError(f"arguments --years-train/--years-valid/--years-test: need at least one "
+                          f"{FRAME_HOURS}-hourly frame, got {years_train}/{years_valid}/{years_test} years")
     total = sum(n_split)
     chunk_frames = chunk_days * per_day
     spin_chunks = -(-spinup_days // chunk_days)
@@ -356,9 +358,11 @@ def generate(
         store = schema.open_store(out)
         n_store = store.sizes["time"]
         if n_store > total:
-            raise ValueError(f"{out} already holds {n_store} frames, more than the {total} asked for")
+            raise ConfigError(f"{out} already holds {n_store} frames, more than the {total} asked for: ask for "
+                              "at least as many years, or choose another --out")
         if not np.isfinite(store["surface_pressure"].isel(time=-1).values).all():
-            raise ValueError(f"{out}: the last frame is incomplete (killed during an append); regenerate")
+            raise DataError(f"{out}: the last frame is incomplete (killed during an append); regenerate",
+                            every_rank=True)
     model = get_model(resolution, chunk_frames)
     if resume.exists():
         arrays, frame = _load_resume(resume, config)
@@ -423,18 +427,18 @@ def generate(
 
 def main(argv: list[str] | None = None) -> None:
     """``aeris-ds data heldsuarez --out PATH [...]``: generate or resume the default dataset."""
-    p = argparse.ArgumentParser(prog="aeris-ds data heldsuarez", description=generate.__doc__)
-    p.add_argument("--out", required=True, type=Path, help="output zarr store")
-    p.add_argument("--years-train", type=float, default=YEARS[0])
-    p.add_argument("--years-valid", type=float, default=YEARS[1])
-    p.add_argument("--years-test", type=float, default=YEARS[2])
-    p.add_argument("--spinup-days", type=int, default=120)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", default="T21", help="dinosaur grid: T21, T31, T42, ...")
-    p.add_argument("--chunk-days", type=int, default=30, help="days per appended chunk (resume unit)")
+    p = ArgumentParser(prog="aeris-ds data heldsuarez", description=generate.__doc__)
+    p.add_argument("--out", required=True, type=output_path, help="output zarr store")
+    p.add_argument("--years-train", type=non_negative_float, default=YEARS[0])
+    p.add_argument("--years-valid", type=non_negative_float, default=YEARS[1])
+    p.add_argument("--years-test", type=non_negative_float, default=YEARS[2])
+    p.add_argument("--spinup-days", type=non_negative_int, default=120)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--resolution", default="T21", choices=RESOLUTIONS, help="dinosaur grid (spectral truncation)")
+    p.add_argument("--chunk-days", type=positive_int, default=30, help="days per appended chunk (resume unit)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    path = generate(a.out, years_train=a.years_train, years_valid=a.years_valid, years_test=a.years_test,
+    path = generate(Path(a.out), years_train=a.years_train, years_valid=a.years_valid, years_test=a.years_test,
                     spinup_days=a.spinup_days, seed=a.seed, resolution=a.resolution,
                     progress=not a.no_progress, chunk_days=a.chunk_days)
     print(path)

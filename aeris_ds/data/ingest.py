@@ -11,7 +11,6 @@ An existing ingested store is extended in place the same way with the times it d
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 from collections import deque
@@ -23,6 +22,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from aeris_ds.args import ArgumentParser, existing_path, non_negative_int, output_path, positive_int
 from aeris_ds.data import schema
 from aeris_ds.data.era5 import check_input, convert, time_range
 from aeris_ds.data.rechunk import write_slab
@@ -114,20 +114,19 @@ def _append(target: Path, pending: deque, done: int, last, times_per_shard: int 
 
 def main(argv: list[str] | None = None) -> None:
     """``aeris-ds ingest FILE... --out STORE [--member N] [--drop-poles] [--workers N]``."""
-    p = argparse.ArgumentParser(prog="aeris-ds ingest", description=__doc__.splitlines()[0])
-    p.add_argument("inputs", nargs="+", type=Path, help="ERA5 GRIB (.grib/.grb) or netCDF (.nc) files")
-    p.add_argument("--out", required=True, type=Path, help="zarr store to create, or an ingested store to extend")
+    p = ArgumentParser(prog="aeris-ds ingest", description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+", type=existing_path, help="ERA5 GRIB (.grib/.grb) or netCDF (.nc) files")
+    p.add_argument("--out", required=True, type=output_path,
+                   help="zarr store to create, or an ingested store to extend")
     p.add_argument("--overwrite", action="store_true", help="replace an existing ingested store at --out")
-    p.add_argument("--member", type=int, default=None,
+    p.add_argument("--member", type=non_negative_int, default=None,
                    help="select one ensemble member (default: keep the 'number' dim)")
     p.add_argument("--drop-poles", action="store_true", help="drop the ±90° rows (AERIS uses 720×1440)")
-    p.add_argument("--times-per-shard", type=int, default=None, help="times per shard of a new store")
-    p.add_argument("--workers", type=int, default=1, help="processes decoding files ahead of the writer")
+    p.add_argument("--times-per-shard", type=positive_int, default=None, help="times per shard of a new store")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes decoding files ahead of the writer")
     a = p.parse_args(argv)
-    if a.workers < 1:
-        p.error("--workers must be at least 1")
-    print(ingest(a.inputs, a.out, member=a.member, drop_poles=a.drop_poles, times_per_shard=a.times_per_shard,
-                 overwrite=a.overwrite, workers=a.workers, progress=True))
+    print(ingest([Path(f) for f in a.inputs], Path(a.out), member=a.member, drop_poles=a.drop_poles,
+                 times_per_shard=a.times_per_shard, overwrite=a.overwrite, workers=a.workers, progress=True))
 
 
 if __name__ == "__main__":

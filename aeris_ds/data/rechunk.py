@@ -12,7 +12,6 @@ resumes; it becomes ``DST`` by one rename when complete.
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from aeris_ds.args import ArgumentParser, config_ref, existing_path, output_path, positive_float
 from aeris_ds.config import ExperimentConfig, load_config
 from aeris_ds.data import schema
 from aeris_ds.data.grid_adapt import adapt_grid
@@ -147,10 +147,11 @@ def warn_if_wasteful(source, rows: np.ndarray, cols: np.ndarray, limit: float = 
 
 def main(argv: list[str] | None = None) -> None:
     """``aeris-ds rechunk SRC DST [--config YAML] [--memory-mb N]``."""
-    p = argparse.ArgumentParser(prog="aeris-ds rechunk", description=__doc__.splitlines()[0])
-    p.add_argument("src", type=Path, help="zarr store to read (v2 or v3, never modified)")
-    p.add_argument("dst", type=Path, help="new store (sharded zarr v3)")
-    p.add_argument("--config", help="experiment YAML: write its variables, levels and grid, window-sized chunks")
-    p.add_argument("--memory-mb", type=float, default=512, help="times per slab fit this much memory")
+    p = ArgumentParser(prog="aeris-ds rechunk", description=__doc__.splitlines()[0])
+    p.add_argument("src", type=existing_path, help="zarr store to read (v2 or v3, never modified)")
+    p.add_argument("dst", type=output_path, help="new store (sharded zarr v3)")
+    p.add_argument("--config", type=config_ref,
+                   help="experiment YAML: write its variables, levels and grid, window-sized chunks")
+    p.add_argument("--memory-mb", type=positive_float, default=512, help="times per slab fit this much memory")
     a = p.parse_args(argv)
-    print(rechunk(a.src, a.dst, load_config(a.config) if a.config else None, a.memory_mb))
+    print(rechunk(Path(a.src), Path(a.dst), load_config(a.config) if a.config else None, a.memory_mb))

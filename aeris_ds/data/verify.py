@@ -7,7 +7,6 @@ read again chunk by chunk, to name every bad chunk: variable, time range, file.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from aeris_ds.args import ArgumentParser, existing_path
 from aeris_ds.data.schema import open_store
 from aeris_ds.errors import DataError, MissingPathError
 
@@ -102,10 +102,11 @@ def has_checksums(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="aeris-ds data verify", description=__doc__.splitlines()[0])
-    p.add_argument("store", type=Path)
+    p = ArgumentParser(prog="aeris-ds data verify", description=__doc__.splitlines()[0])
+    p.add_argument("store", type=existing_path)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    args.store = Path(args.store)
     total, bad = verify(args.store, progress=not args.no_progress)
     for chunk in bad:
         print(f"bad chunk: {chunk}")

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from aeris_ds.errors import ConfigError, DataError
+from aeris_ds.args import (
+    ArgumentParser,
+    existing_path,
+    int_between,
+    output_path,
+    period,
+    positive_float,
+    positive_int,
+)
+from aeris_ds.errors import DataError
 from aeris_ds.evaluate import plots
 from aeris_ds.evaluate.baselines import align_truth, climatology_forecast, compute_climatology, valid_times
 from aeris_ds.evaluate.climatology_store import load_climatology
@@ -24,29 +33,31 @@ KIND = "evaluation"  # the output kind of the --out folder (aeris_ds.outputs)
 HEADLINE = {"geopotential": 500.0, "temperature": 850.0, "u_component_of_wind": 250.0}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aeris-ds evaluate", description=__doc__)
-    p.add_argument("forecast", help="forecast zarr store (WB2 layout: time, prediction_timedelta, number, …)")
-    p.add_argument("--truth", required=True, help="truth zarr store (time, [level], latitude, longitude)")
-    p.add_argument("--climatology", metavar="STORE",
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="aeris-ds evaluate", description=__doc__)
+    p.add_argument("forecast", type=existing_path,
+                   help="forecast zarr store (WB2 layout: time, prediction_timedelta, number, …)")
+    p.add_argument("--truth", required=True, type=existing_path,
+                   help="truth zarr store (time, [level], latitude, longitude)")
+    p.add_argument("--climatology", metavar="STORE", type=existing_path,
                    help="a WeatherBench2-layout climatology (dims dayofyear, hour) instead of one fitted on the truth")
-    p.add_argument("--climatology-from", metavar="START/END",
+    p.add_argument("--climatology-from", metavar="START/END", type=period,
                    help="truth period for the climatology (default: all truth before the first init time)")
-    p.add_argument("--climatology-window-days", type=int, default=15,
-                   help="± days of cyclic day-of-year smoothing (default 15; short records need one)")
-    p.add_argument("--out", default="evaluation",
+    p.add_argument("--climatology-window-days", type=int_between(0, 183), default=15,
+                   help="± days of cyclic day-of-year smoothing, 0–183 (default 15; short records need one)")
+    p.add_argument("--out", default="evaluation", type=output_path,
                    help="output directory (default ./evaluation), written whole by one rename when complete")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation at --out")
     p.add_argument("--partial", action="store_true",
                    help="score an incomplete forecast on the lead times every member completed")
     p.add_argument("--variables", nargs="+", help="variables to score (default: all forecast variables)")
-    p.add_argument("--levels", nargs="+", type=float, help="pressure levels to score (default: all)")
+    p.add_argument("--levels", nargs="+", type=positive_float, help="pressure levels to score (default: all)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="area",
                    help="latitude weights: area (WB2 cell area, default) or cos")
     p.add_argument("--plots", choices=("headline", "all", "none"), default="headline",
                    help="figures for the headline fields (z500, t850, u250 when scored; default), every "
                         "scored variable, or none")
-    p.add_argument("--resamples", type=int, default=1000,
+    p.add_argument("--resamples", type=positive_int, default=1000,
                    help="bootstrap resamples of the init times for the 90%% intervals (default 1000)")
     return p
 
@@ -54,10 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _climatology_split(truth: xr.Dataset, forecast: xr.Dataset, period: str | None) -> xr.Dataset:
     """The truth period the climatology is fitted on; never silently overlaps evaluation by default."""
     if period is not None:
-        start, sep, end = period.partition("/")
-        if not sep or not start or not end:
-            raise ConfigError(f"--climatology-from must look like START/END, got {period!r}")
-        split = truth.sel({TIME: slice(start, end)})
+        start, _, end = period.partition("/")  # checked by the parser; as text, END includes its whole day
+        split = truth.sel({TIME: slice(start.strip(), end.strip())})
     else:
         first_init = forecast[TIME].values.min()
         split = truth.sel({TIME: truth[TIME] < first_init})

@@ -158,6 +158,8 @@ def load_inputs(forecast_path: str | Path, truth_path: str | Path, variables: li
     forecast = _member_dim(open_input(forecast_path, "forecast", lambda p: xr.open_zarr(p, chunks=None)), forecast_path)
     truth = open_input(truth_path, "truth", open_store)
     fields = sorted(str(v) for v in forecast.data_vars if LEAD in forecast[v].dims)
+    if not fields:  # a truth or other store given as the forecast (found by tests/test_cli_fuzz.py)
+        raise DataError(f"forecast {forecast_path} has no variable with a {LEAD} dimension: not a forecast store")
     variables = list(variables) if variables else fields
     _check_variables(forecast[fields], variables, "forecast", forecast_path)
     _check_dims(forecast, variables, (TIME, LEAD, MEMBER, LEVEL, *GRID), "forecast", forecast_path)

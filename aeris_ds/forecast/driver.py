@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,20 @@ import torch
 import torch.distributed as dist
 from pydantic import ValidationError
 
+from aeris_ds.args import (
+    ArgumentParser,
+    existing_path,
+    init_times,
+    lead,
+    lead_steps,
+    non_negative_int,
+    output_path,
+    parse_duration,
+    parse_init_times,
+    parse_sampler,
+    positive_int,
+    sampler,
+)
 from aeris_ds.config import ExperimentConfig, SamplerConfig
 from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
@@ -40,14 +53,17 @@ class Forecaster:
 
     def __init__(self, weights: str | Path, store: str | Path,
                  sampler: SamplerConfig | ConsistencySampler | None = None, use_ema: bool = True,
-                 compile: bool | None = None):
-        """``compile``: each Swin block through torch.compile; None: as the weights were trained (train.compile)."""
+                 compile: bool | None = None, lead: np.timedelta64 | None = None):
+        """``compile``: each Swin block through torch.compile; None: as the weights were trained (train.compile).
+        ``lead``: checked to be a whole number of model steps before the store or the model is touched."""
         saved = load_weights(weights)
         objective, consistent = objective_of(saved), isinstance(sampler, ConsistencySampler)
         if consistent != (objective != "diffusion"):  # consistency and its crps_finetune are one-step models
             hint = "drop --consistency-steps" if objective == "diffusion" else "use --consistency-steps 1|2"
             raise ConfigError(f"{weights} holds a {objective} model: {hint}")
         self.cfg = cfg = ExperimentConfig(**saved["meta"]["config"])
+        if lead is not None:
+            lead_steps(lead, cfg.data.lead_hours, str(weights))
         self.sampler = cfg.sampler if sampler is None else sampler
         self.source = WeatherSource(store, cfg.data, grid=(cfg.grid.lat, cfg.grid.lon))
         stats = load_stats(store, cfg.data.channel_names, cfg.data.lead_hours, cfg.name, cfg.data.stats)
@@ -164,41 +180,34 @@ class Forecaster:
 
 def sampler_overrides(weights: str | Path, text: str) -> SamplerConfig | None:
     """The sampler saved with the weights, with ``key=value,…`` overrides; None when there are none."""
-    items = dict(part.split("=", 1) if "=" in part else (part, "") for part in filter(None, text.split(",")))
+    items = parse_sampler(text)
     if not items:
         return None
     saved = load_weights(weights)["meta"]["config"].get("sampler", {})
     try:
         return SamplerConfig(**{**saved, **items})
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"--sampler {text!r}: {problems}") from None
-
-
-def parse_lead(text: str) -> np.timedelta64:
-    match = re.fullmatch(r"(\d+)\s*([dh])", text.strip())
-    if not match or int(match[1]) == 0:
-        raise ConfigError(f"--lead {text!r}: expected a positive lead such as 90d or 72h")
-    return np.timedelta64(int(match[1]) * (24 if match[2] == "d" else 1), "h")
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'sampler'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"argument --sampler: {text!r} with the settings saved in {weights}: {problems}") from None
 
 
 def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]:
     """``test:N`` → N init times spread evenly over a split, each with its whole lead inside the split (so it
     can be verified); or comma-separated ISO times."""
-    match = re.fullmatch(r"(\w+):(\d+)", spec.strip())
-    if match:
-        part = WeatherSource(source.path, source.cfg, match[1], grid=source.grid.shape).split_slice
+    parsed = parse_init_times(spec)
+    if isinstance(parsed, tuple):
+        split, count = parsed
+        part = WeatherSource(source.path, source.cfg, split, grid=source.grid.shape).split_slice
         last = part.stop - 1 - n_steps * source.lead_steps
         if last < part.start:
-            raise DataError(f"split {match[1]} of {source.path} is shorter than the lead of {n_steps} steps",
+            raise DataError(f"split {split} of {source.path} is shorter than the lead of {n_steps} steps",
                             every_rank=True)
-        idx = np.linspace(part.start, last, int(match[2]) + 2)[1:-1].round().astype(int)
+        idx = np.linspace(part.start, last, count + 2)[1:-1].round().astype(int)
         return sorted(set(idx.tolist()))
-    wanted = [np.datetime64(s.strip()) for s in spec.split(",")]
-    missing = [str(t) for t in wanted if t not in source.times]
+    missing = [str(t) for t in parsed if t not in source.times]
     if missing:
         raise DataError(f"init times {missing} are not in {source.path}", every_rank=True)
-    return [int(np.flatnonzero(source.times == t)[0]) for t in wanted]
+    return [int(np.flatnonzero(source.times == t)[0]) for t in parsed]
 
 
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
@@ -211,14 +220,12 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     ``sampler`` None: the sampler settings saved with the weights (their config's ``sampler`` section).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    lead_td = parse_lead(lead)  # a wrong --lead is reported before anything is read
+    lead_td = parse_duration(lead)  # a wrong --lead is reported before anything is read
     out = Path(out)
     # Every rank checks before anything is loaded or written, so a refusal is raised on all of them at once.
     resume = check_output(out, KIND, inputs=[weights, store, stats_path(store)], overwrite=overwrite,
                           resumable=True)
-    fc = Forecaster(weights, store, sampler, use_ema, compile)
-    if lead_td % fc.lead:
-        raise ConfigError(f"--lead {lead} is not a multiple of the model step {fc.cfg.data.lead_hours} h")
+    fc = Forecaster(weights, store, sampler, use_ema, compile, lead=lead_td)
     n_steps = int(lead_td // fc.lead)
     inits = pick_init_times(fc.source, init_times, n_steps)
     if dist.is_initialized():
@@ -251,25 +258,28 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="aeris-ds forecast", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="weights.pt written at the end of training")
-    p.add_argument("--store", default="data/heldsuarez.zarr", help="store with the initial conditions (and truth)")
-    p.add_argument("--init-times", default="test:4", help="test:N (evenly over the test split) or ISO times")
-    p.add_argument("--members", type=int, default=8)
-    p.add_argument("--lead", default="10d")
-    p.add_argument("--out", default="runs/forecast.zarr",
+    p = ArgumentParser(prog="aeris-ds forecast", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, type=existing_path, help="weights.pt written at the end of training")
+    p.add_argument("--store", default="data/heldsuarez.zarr", type=existing_path,
+                   help="store with the initial conditions (and truth)")
+    p.add_argument("--init-times", default="test:4", type=init_times,
+                   help="test:N (evenly over the test split) or ISO times")
+    p.add_argument("--members", type=positive_int, default=8)
+    p.add_argument("--lead", default="10d", type=lead, help="e.g. 10d or 72h: a multiple of the model step")
+    p.add_argument("--out", default="runs/forecast.zarr", type=output_path,
                    help="new zarr store, or a forecast store to resume (never a run folder or the data store)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing forecast store at --out")
-    p.add_argument("--batch", type=int, default=64, help="(init, member) rows per network call on a rank")
-    p.add_argument("--sampler", default="", metavar="KEY=VALUE,…",
-                   help="override the sampler settings saved with the weights, e.g. steps=5,sigma_min=0.02,churn=1 "
-                        f"(keys: {', '.join(SamplerConfig.model_fields)})")
-    p.add_argument("--consistency-steps", type=int, choices=[1, 2], default=None,
-                   help="sample a one-step model (objective consistency or crps_finetune) in 1 or 2 steps")
+    p.add_argument("--batch", type=positive_int, default=64, help="(init, member) rows per network call on a rank")
+    one_step = p.add_mutually_exclusive_group()
+    one_step.add_argument("--sampler", default="", metavar="KEY=VALUE,…", type=sampler,
+                          help="override the sampler settings saved with the weights, e.g. steps=5,sigma_min=0.02,"
+                               f"churn=1 (keys: {', '.join(SamplerConfig.model_fields)})")
+    one_step.add_argument("--consistency-steps", type=int, choices=[1, 2], default=None,
+                          help="sample a one-step model (objective consistency or crps_finetune) in 1 or 2 steps")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="each Swin block through torch.compile (default: as the weights were trained, train.compile)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
     log_to(Path(args.out).parent / "error.log")  # the run folder's, as training's

@@ -11,13 +11,17 @@ size is tried; accumulation comes from ``--global-batch`` or, without it, is 4·
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from dataclasses import dataclass
 
-from aeris_ds.config import ExperimentConfig, load_config
+from aeris_ds.args import ArgumentParser, config_ref, int_between, positive_int
+from aeris_ds.config import ExperimentConfig, config_path, load_config
+from aeris_ds.errors import ConfigError, LayoutError, MissingPathError, run_command
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.perf.flops import GiB
-from aeris_ds.perf.model import Machine, Prediction, Run, get_machine, predict, with_layout
+from aeris_ds.perf.model import MACHINES, Machine, Prediction, Run, get_machine, predict, with_layout
+
+MAX_NODES = 100_000  # ten times the largest machine: a plan beyond it is a typo, and its search would not end
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class Option:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]  # O(√n): --nodes may be large
+    return sorted({*small, *(n // d for d in small)})
 
 
 def candidate_layouts(cfg: ExperimentConfig, world: int, per_node: int) -> list[dict[str, int]]:
@@ -63,7 +68,7 @@ def plan(model_cfg: ExperimentConfig, nodes: int, machine: Machine | str, global
     """Every layout of ``nodes`` × the machine's devices that fits memory, fastest first (samples/s)."""
     machine = get_machine(machine) if isinstance(machine, str) else machine
     if nodes < 1:
-        raise ValueError(f"nodes must be ≥ 1, got {nodes}")
+        raise ConfigError(f"nodes must be ≥ 1, got {nodes}")
     world = nodes * machine.devices_per_node
     dtype = "bf16" if bf16 else "fp32"
     options, smallest = [], None
@@ -88,24 +93,27 @@ def plan(model_cfg: ExperimentConfig, nodes: int, machine: Machine | str, global
                     break  # the lowest ZeRO stage that fits
     if not options:
         if smallest is None:
-            raise ValueError(f"no layout of {world} devices ({nodes} nodes × {machine.devices_per_node}) suits "
+            raise LayoutError(f"no layout of {world} devices ({nodes} nodes × {machine.devices_per_node}) suits "
                              f"{model_cfg.name}: heads {model_cfg.model.heads}, window {model_cfg.model.window}, "
                              f"grid {model_cfg.grid.lat}×{model_cfg.grid.lon}"
                              + (f", global batch {global_batch}" if global_batch else ""))
         cfg, p, run = smallest
-        raise ValueError(f"{model_cfg.name} does not fit on {nodes} {machine.name} nodes: the smallest footprint, "
+        raise LayoutError(f"{model_cfg.name} does not fit on {nodes} {machine.name} nodes: the smallest footprint, "
                          f"layout {cfg.layout.as_layout()} with ZeRO-{run.zero_stage} and micro-batch "
                          f"{run.micro_batch}, needs {p.memory.describe()} per device, over the "
                          f"{machine.memory / GiB:.0f} GiB of a {machine.device}")
     return sorted(options, key=lambda o: -o.prediction.samples_per_s)
 
 
-def resolve_model(name: str) -> ExperimentConfig:
-    """``40b`` → the ``aeris-40b`` preset; any preset name or YAML path otherwise."""
-    try:
-        return load_config(name)
-    except FileNotFoundError:
-        return load_config(f"aeris-{name}")
+def model_ref(name: str) -> str:
+    """``40b`` → the ``aeris-40b`` preset; any preset name or YAML path otherwise (an argparse ``type=``)."""
+    for ref in (name, f"aeris-{name}"):
+        try:
+            config_path(ref)
+            return ref
+        except MissingPathError:
+            pass
+    return config_ref(name)  # raises, naming what was given
 
 
 def format_options(options: list[Option], machine: Machine, top: int) -> str:
@@ -124,26 +132,23 @@ def format_options(options: list[Option], machine: Machine, top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aeris-ds plan", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="preset (40b, 1.3b, small…) or YAML path")
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--machine", default="aurora", help="aurora, lumi, h100 or cpu")
-    parser.add_argument("--global-batch", type=int, default=None, help="distinct samples per optimizer step")
+    parser = ArgumentParser(prog="aeris-ds plan", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=model_ref, help="preset (40b, 1.3b, small…) or YAML path")
+    parser.add_argument("--nodes", type=int_between(1, MAX_NODES), required=True)
+    parser.add_argument("--machine", default="aurora", choices=[*MACHINES, "cpu"])
+    parser.add_argument("--global-batch", type=positive_int, default=None,
+                        help="distinct samples per optimizer step (a multiple of DP × micro-batch)")
     parser.add_argument("--fp32", action="store_true", help="plan for fp32 instead of bf16")
-    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--top", type=positive_int, default=5)
     args = parser.parse_args(argv)
-    try:
-        machine = get_machine(args.machine)
-        cfg = resolve_model(args.model)
-        options = plan(cfg, args.nodes, machine, args.global_batch, bf16=not args.fp32)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    machine = get_machine(args.machine)
+    cfg = load_config(args.model)
+    options = plan(cfg, args.nodes, machine, args.global_batch, bf16=not args.fp32)
     print(f"{cfg.name} on {args.nodes} {machine.name} nodes ({args.nodes * machine.devices_per_node} devices):")
     print(format_options(options, machine, args.top))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command(main))

@@ -244,3 +244,32 @@ def test_earth2studio_is_imported_only_by_interop():
             if any(n.split(".")[0] == "earth2studio" for n in names):
                 importers.append(str(path.relative_to(root)))
     assert importers and all(p.startswith("interop/") for p in importers), importers
+
+
+def test_readme_example_runs_as_written(weights, tiny_store, tmp_path, monkeypatch):
+    """The README's example, verbatim, in a folder laid out as after the demo: the tiny weights as
+    runs/demo/weights.pt, a synthetic store holding 2003-06-01 as data/heldsuarez.zarr."""
+    import shutil
+
+    from aeris_ds.data.schema import write_store
+    from aeris_ds.data.stats import stats_path
+    from aeris_ds.data.synthetic import synthetic_dataset
+    from aeris_ds.grid import grid_latitudes, grid_longitudes
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Use in earth2studio", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    shutil.copy(weights, tmp_path / "runs" / "demo" / "weights.pt")
+    ds = synthetic_dataset(grid_latitudes(16), grid_longitudes(32), days=1)
+    ds = ds.assign_coords(time=ds["time"].values + (np.datetime64("2003-05-31T18") - ds["time"].values[0]))
+    ds.attrs = {}  # its split attributes name year-2000 times
+    store = write_store(ds, tmp_path / "data" / "heldsuarez.zarr", inner_chunks={"latitude": 8, "longitude": 16})
+    shutil.copy(stats_path(tiny_store), stats_path(store))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    out = xr.open_zarr("runs/demo/e2s-forecast.zarr")
+    assert dict(out["geopotential"].sizes) == {"time": 1, "prediction_timedelta": 10, "number": 4, "level": 2,
+                                               "latitude": 16, "longitude": 32}
+    assert np.isfinite(out["geopotential"].values).all()
+    assert xr.open_zarr("runs/demo/e2s.zarr")["z500"].sizes["lead_time"] == 11

@@ -144,7 +144,7 @@ def test_mutated_command_lines_end_in_exit_0_or_one_error_line(name, world):
     code, err = run_line(valid)  # the unmutated line: refused cleanly or run
     assert_clean(valid, code, err)
 
-    @settings(FUZZ, max_examples=30)
+    @settings(FUZZ, max_examples=25)
     @given(argv=mutated(line, fixed, world))
     def check(argv: list[str]) -> None:
         assert_clean(argv, *run_line(argv))
@@ -199,7 +199,7 @@ def as_text(draw, doc: dict, dump) -> str:
     return text
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data())
 def test_mutated_experiment_yaml_ends_in_exit_0_or_one_error_line(world, data):
     base = load_config("tiny").model_dump(mode="json")
@@ -212,7 +212,7 @@ def test_mutated_experiment_yaml_ends_in_exit_0_or_one_error_line(world, data):
         assert_clean([*argv, text], *run_line(argv))
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=100)
 @given(data=st.data())
 def test_mutated_deepspeed_json_ends_in_exit_0_or_one_error_line(world, data):
     base = json.loads(Path(world["DS"]).read_text())

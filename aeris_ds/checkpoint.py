@@ -7,6 +7,12 @@ the tag) and swaps the ``latest`` pointer with an atomic rename. A crash at any 
 ``latest`` on the last complete checkpoint. A restart checks the files of the newest complete tag against
 that manifest and falls back to the next older valid one, saying what it skipped. A tag of another layout
 or ZeRO stage is loaded through its universal conversion (see elastic.py).
+
+Out of space: before a save, rank 0 removes tags left incomplete and checks that the filesystem has room for
+one more checkpoint (the size of the previous one, or a lower bound from the parameter count for the first).
+A write that still fails for want of space, on any rank, is agreed among all ranks after the writes: the
+partial tag is removed and every rank raises the same OutOfSpaceError (printed once); ``latest`` stays on the
+previous checkpoint and the rerun continues from it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ import torch.distributed as dist
 
 from aeris_ds import elastic
 from aeris_ds.ema import EMA
-from aeris_ds.errors import CheckpointError, MissingPathError, UserError
-from aeris_ds.outputs import atomic_replace
+from aeris_ds.errors import CheckpointError, MissingPathError, OutOfSpaceError, UserError, out_of_space
+from aeris_ds.outputs import atomic_replace, ensure_space, space_errors
 from aeris_ds.weights import canonical
 
 LATEST = "latest_complete"
@@ -72,16 +78,34 @@ def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, ke
     """``plan``: what the run decided for itself and must keep on resume (the time budget's total steps)."""
     directory = Path(directory)
     tag = f"step{step:08d}"
+    rank = dist.get_rank()
+    lower_bound = sum(_gather(_bytes_held(engine)))
+    rerun = _on_rank0(make_room, directory, tag, lower_bound)
     client = {"step": step, "signature": signature, "zero_stage": engine.zero_optimization_stage(),
               "plan": plan or {}}
-    engine.save_checkpoint(str(directory), tag=tag, client_state=client, save_latest=False)
-    rank = dist.get_rank()
-    _atomic_save({"rng": _rng_state(), "step": step}, directory / tag / f"aeris_rank{rank}.pt")
-    if (engine.mpu.get_data_parallel_rank() if engine.mpu is not None else rank) == 0:  # one copy per stage
-        state = {canonical(n): t for n, t in ema.state_dict().items()}
-        layers = sorted({_layer(n) for n in state})
-        _atomic_save(state, directory / tag / f"{EMA_FILE}{layers[0]:03d}-{layers[-1]:03d}.pt")
-    dist.barrier()
+    failure = None
+    try:
+        engine.save_checkpoint(str(directory), tag=tag, client_state=client, save_latest=False)
+    except (OSError, RuntimeError) as err:
+        failure = out_of_space(err, directory / tag, rerun)
+        if failure is None:
+            raise
+        dist.barrier()  # the one DeepSpeed's save ends with, where the other ranks wait
+    if failure is None:
+        try:
+            with space_errors(directory / tag, rerun):
+                _atomic_save({"rng": _rng_state(), "step": step}, directory / tag / f"aeris_rank{rank}.pt")
+                if (engine.mpu.get_data_parallel_rank() if engine.mpu is not None else rank) == 0:  # once per stage
+                    state = {canonical(n): t for n, t in ema.state_dict().items()}
+                    layers = sorted({_layer(n) for n in state})
+                    _atomic_save(state, directory / tag / f"{EMA_FILE}{layers[0]:03d}-{layers[-1]:03d}.pt")
+        except OutOfSpaceError as err:
+            failure = err
+    failed = [f for f in _gather(failure) if f is not None]  # also the barrier after the writes
+    if failed:
+        if rank == 0:  # a partial tag would only take space; the previous one stays in charge
+            shutil.rmtree(directory / tag, ignore_errors=True)
+        raise OutOfSpaceError(failed[0].cause, rerun=failed[0].rerun, every_rank=True) from failure
     if rank == 0:
         files = {p.name: p.stat().st_size for p in sorted((directory / tag).iterdir()) if p.is_file()}
         with atomic_replace(directory / tag / COMPLETE) as marker:
@@ -94,6 +118,39 @@ def save(directory: str | Path, engine, ema: EMA, step: int, signature: dict, ke
             shutil.rmtree(elastic.universal_path(old), ignore_errors=True)
     dist.barrier()
     return directory / tag
+
+
+def _gather(value) -> list:
+    """``value`` of every rank, on every rank (object collective: any backend)."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def _bytes_held(engine) -> int:
+    """A lower bound of this rank's share of a checkpoint: its weights, Adam's two fp32 moments and the fp32
+    EMA, counted on one rank per copy of the weights (DeepSpeed's data-parallel rank 0)."""
+    if (engine.mpu.get_data_parallel_rank() if engine.mpu is not None else dist.get_rank()) != 0:
+        return 0
+    return sum(getattr(p, "ds_numel", p.numel()) * (p.element_size() + 12) for p in engine.module.parameters())
+
+
+def make_room(directory: Path, tag: str, lower_bound: int) -> str:
+    """On rank 0 before a save: remove tags left incomplete (a kill or a full disk) and check the free space
+    against the previous checkpoint's size (``lower_bound`` for the first). Returns what a rerun does."""
+    for stale in directory.glob("step*"):
+        if stale.is_dir() and not (stale / COMPLETE).exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    complete = sorted(p for p in directory.glob("step*") if (p / COMPLETE).exists())
+    rerun = f"training resumes from {complete[-1].name}" if complete else "training starts over"
+    need = lower_bound
+    if complete:
+        try:
+            need = sum(json.loads((complete[-1] / COMPLETE).read_text())["files"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # an old or unreadable manifest: the lower bound will do
+    ensure_space(directory / tag, need, "checkpoint", rerun, every_rank=True)
+    return rerun
 
 
 def problems(path: Path) -> list[str]:
@@ -227,6 +284,7 @@ def _on_rank0(fn, *args):
         try:
             result = [fn(*args)]
         except UserError as err:
+            err.every_rank = True  # every rank raises it: rank 0 prints it
             result = [err]
     dist.broadcast_object_list(result, src=0)
     if isinstance(result[0], UserError):

@@ -30,6 +30,7 @@ from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_st
 
 from aeris_ds.args import ArgumentParser, existing_path
 from aeris_ds.errors import CheckpointError, run_command
+from aeris_ds.outputs import ensure_space, space_errors
 from aeris_ds.weights import canonical
 
 UNIVERSAL = "universal"
@@ -58,11 +59,20 @@ def convert(tag: Path) -> Path:
     work = out.parent / f".{tag.name}.tmp-{os.getpid()}"
     for stale in out.parent.glob(f".{tag.name}.tmp-*"):  # left by a killed conversion
         shutil.rmtree(stale, ignore_errors=True)
+    # Whole fp32 weights and two Adam moments: what the optimizer states hold (ZeRO-0: the model states).
+    states = list(tag.glob("*optim_states.pt")) or list(tag.glob("*model_states.pt"))
+    rerun = "the conversion starts again"
+    ensure_space(out, sum(p.stat().st_size for p in states), "universal checkpoint", rerun)
     (work / tag.name).mkdir(parents=True)
-    if any(tag.glob("*optim_states.pt")):
-        _ds_to_universal(tag, work / tag.name)
-    else:
-        _convert_zero0(tag, work / tag.name)
+    try:
+        with space_errors(out, rerun):
+            if any(tag.glob("*optim_states.pt")):
+                _ds_to_universal(tag, work / tag.name)
+            else:
+                _convert_zero0(tag, work / tag.name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a part would only take space: the source tag is intact
+        raise
     os.replace(work / tag.name, out)
     shutil.rmtree(work, ignore_errors=True)  # what ds_to_universal writes beside its output (latest_universal)
     return out

@@ -11,6 +11,11 @@ marker file ``.aeris-ds-output``. A command may write to a path only when
 New outputs are written into a temporary sibling, marked, and renamed into place when complete, so a
 killed command leaves either the old output or the new one, never a mix. Files the code keeps for itself
 (checkpoint parts, resume states, run logs) are replaced the same way, without those checks: ``atomic_replace``.
+
+Out of space: a write whose size is known checks the free space first (``ensure_space``); any other write
+that fails for want of space (ENOSPC, EDQUOT, EFBIG, torch.save's short write) inside ``writing``,
+``atomic_replace``, ``install`` or ``space_errors`` becomes an ``OutOfSpaceError`` naming the output, and its
+temporary sibling is removed, so the old output stays and the rerun starts clean.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aeris_ds.errors import OutputError
+from aeris_ds.errors import OutOfSpaceError, OutputError, free_bytes, human_bytes, out_of_space
 
 KIND_KEY = "aeris_ds_output"
 MARKER = ".aeris-ds-output"
@@ -117,23 +123,58 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def ensure_space(path: str | os.PathLike, need: int, what: str, rerun: str = "", *, free: int | None = None,
+                 every_rank: bool | None = None) -> None:
+    """Raise OutOfSpaceError before writing when ``need`` bytes (``what`` at ``path``) exceed the free space of
+    its filesystem (``free``: that figure, when the caller has it; ``rerun``: what rerunning does)."""
+    free = free_bytes(path) if free is None else free
+    if need > free:
+        raise OutOfSpaceError(f"not enough space for {what} {path}: needs {human_bytes(need)}, {human_bytes(free)} "
+                              "free there", rerun=rerun, every_rank=every_rank)
+
+
 @contextmanager
-def writing(out: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
+def space_errors(path: str | os.PathLike, rerun: str = "") -> Iterator[None]:
+    """A failure for want of space inside the block becomes OutOfSpaceError naming ``path`` (the output) and what
+    rerunning does (``rerun``); any other error passes unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        failure = out_of_space(err, path, rerun)
+        if failure is None or failure is err:
+            raise
+        raise failure from err
+
+
+@contextmanager
+def writing(out: str | os.PathLike, kind: str | None = None, rerun: str = "") -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to write into; on success mark it and rename it into place.
 
     An existing ``out`` is replaced only when it is an output of the same ``kind`` (callers decide with
     ``check_output`` whether replacing is wanted); the old one is removed only after the new one is in place.
-    ``kind=None`` writes an unmarked output and never replaces anything.
+    ``kind=None`` writes an unmarked output and never replaces anything. ``rerun``: what rerunning does, for the
+    error when the filesystem fills up.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, "tmp")
     try:
-        yield tmp
-        install(tmp, out, kind)
+        with space_errors(out, rerun):
+            yield tmp
+            install(tmp, out, kind)
     finally:
-        if tmp.exists() or tmp.is_symlink():
-            _remove(tmp)
+        _discard(tmp)
+
+
+def _discard(tmp: Path, tries: int = 50) -> None:
+    """Remove a temporary output. After a failed zarr write, writes zarr started beside it may still be
+    finishing on its event loop and add files while the tree is removed: try again until they are done."""
+    for _ in range(tries - 1):
+        try:
+            return _remove(tmp)
+        except OSError:
+            time.sleep(0.1)
+    _remove(tmp)
 
 
 def install(done: str | os.PathLike, out: str | os.PathLike, kind: str | None) -> None:
@@ -144,7 +185,8 @@ def install(done: str | os.PathLike, out: str | os.PathLike, kind: str | None) -
     """
     done, out = Path(done), Path(out)
     if kind is not None:
-        mark(done, kind)
+        with space_errors(out):
+            mark(done, kind)
     old = None
     if out.exists() or out.is_symlink():
         if kind is None or kind_of(out) != kind:
@@ -163,14 +205,15 @@ def install(done: str | os.PathLike, out: str | os.PathLike, kind: str | None) -
 
 
 @contextmanager
-def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_replace(path: str | os.PathLike, rerun: str = "") -> Iterator[Path]:
     """Yield the hidden sibling ``.<name>.tmp`` of ``path`` to write into; when the block completes, rename
     it over ``path``. For files the code owns and replaces at will; a kill leaves the old file or the new
-    one (and its sibling, which the next write reuses)."""
+    one (and its sibling, which the next write reuses). ``rerun`` as for ``writing``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        yield tmp
+        with space_errors(path, rerun):
+            yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_com
 from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import build_model, layer_specs, position_encoding
-from aeris_ds.outputs import atomic_replace
+from aeris_ds.outputs import atomic_replace, space_errors
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
@@ -285,6 +285,9 @@ def truncate_metrics(path: Path, step: int) -> None:
         tmp.write_text("".join(kept))
 
 
+RESUMES = "training resumes from its last complete checkpoint"
+
+
 class RunLogger:
     """Metrics to a JSONL file and to wandb (offline by default: no network needed)."""
 
@@ -294,7 +297,7 @@ class RunLogger:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        path = out / "metrics.jsonl"
+        self.path = path = out / "metrics.jsonl"
         truncate_metrics(path, start)
         self.file = open(path, "a")  # noqa: SIM115 - kept open for the whole run
         if cfg.train.wandb_mode != "disabled":
@@ -307,14 +310,16 @@ class RunLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        with space_errors(self.path, RESUMES):  # a line cut short is dropped on resume
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
         if self.wandb is not None:
             self.wandb.log(record, step=record["step"])
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
+            with space_errors(self.path, RESUMES):  # what a failed log left in the buffer
+                self.file.close()
             if self.wandb is not None:
                 self.wandb.finish()
 

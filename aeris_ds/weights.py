@@ -16,7 +16,7 @@ from torch import nn
 
 from aeris_ds.ema import EMA
 from aeris_ds.errors import CheckpointError, ConfigError, MissingPathError
-from aeris_ds.outputs import atomic_replace
+from aeris_ds.outputs import atomic_replace, ensure_space
 from aeris_ds.parallel.state import ParallelState
 
 
@@ -44,8 +44,13 @@ def gather_weights(module: nn.Module, ema: EMA, ps: ParallelState) -> dict[str, 
 
 
 def save_weights(weights: dict, path: str | Path, meta: dict) -> Path:
+    """Write ``weights`` and ``meta``; refused before writing when the tensors do not fit the free space, and
+    replaced atomically (a write that runs out of space leaves the previous file)."""
     path = Path(path)
-    with atomic_replace(path) as tmp:
+    need = sum(t.numel() * t.element_size() for part in weights.values() for t in part.values())
+    rerun = "training resumes from its last checkpoint and writes them again"
+    ensure_space(path, need, "weights file", rerun)
+    with atomic_replace(path, rerun) as tmp:
         torch.save({**weights, "meta": meta}, tmp)
     return path
 

@@ -41,7 +41,7 @@ import numpy as np
 from aeris_ds.args import ArgumentParser, non_negative_float, non_negative_int, output_path, positive_int
 from aeris_ds.data import schema
 from aeris_ds.errors import ConfigError, DataError, OutputError
-from aeris_ds.outputs import atomic_replace, kind_of
+from aeris_ds.outputs import atomic_replace, kind_of, space_errors
 
 KIND = "heldsuarez"  # the store's output kind (aeris_ds.outputs)
 START = np.datetime64("2001-01-01T00:00", "ns")
@@ -394,7 +394,8 @@ def generate(
 
     writer, parts, first = _Writer(), [], 0
     try:
-        with bar:
+        # A full disk ends the shard being written; the resume point follows only complete shards.
+        with bar, space_errors(out, "generation resumes after the last complete shard"):
             if state is None:
                 state = model.initial_state(seed)
                 for _ in range(spin_chunks):

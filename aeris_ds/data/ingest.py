@@ -27,7 +27,7 @@ from aeris_ds.data import schema
 from aeris_ds.data.era5 import check_input, convert, time_range
 from aeris_ds.data.rechunk import write_slab
 from aeris_ds.errors import DataError
-from aeris_ds.outputs import check_output, install
+from aeris_ds.outputs import check_output, install, space_errors
 
 KIND = "ingest"  # the output kind of an ingested store (aeris_ds.outputs)
 DONE_ATTR = "ingest_done_times"  # times of the store written completely (a killed append may leave more)
@@ -77,7 +77,8 @@ def ingest(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, member
         have = schema.open_store(target)
         done = int(have.attrs.get(DONE_ATTR, have.sizes["time"]))
         last = have["time"].values[done - 1] if done else None
-    with _pool(workers) as pool:
+    # A full disk ends the batch being written: DONE_ATTR still counts the complete ones, where a rerun goes on.
+    with space_errors(target, "it continues after the last complete batch"), _pool(workers) as pool:
         ranges = dict(zip(paths, pool.map(time_range, paths), strict=True))
         todo = [b for b in batches(ranges) if last is None or max(ranges[p][1] for p in b) > last]
         pending: deque = deque()

@@ -25,7 +25,7 @@ from aeris_ds.config import ExperimentConfig, load_config
 from aeris_ds.data import schema
 from aeris_ds.data.grid_adapt import adapt_grid
 from aeris_ds.errors import MissingPathError, OutputError
-from aeris_ds.outputs import check_output, install
+from aeris_ds.outputs import check_output, ensure_space, install, space_errors
 
 KIND = "rechunk"  # the output kind (aeris_ds.outputs)
 DONE_ATTR = "rechunk_done_times"  # times of DST written completely (a killed append may leave more)
@@ -72,7 +72,11 @@ def rechunk(src: str | os.PathLike, dst: str | os.PathLike, cfg: ExperimentConfi
     partial = dst.with_name(f".{dst.name}.partial")
     done = _resume_point(partial, view)
     total = view.sizes["time"]
-    with tqdm(total=total, initial=done, unit="time", desc=f"rechunk {src.name}", disable=not progress) as bar:
+    rerun = "it continues after the last complete slab"
+    ensure_space(partial, per_time * (total - done), "rechunked store", rerun)  # chunks are not compressed
+    # A full disk ends the slab being written: DONE_ATTR still counts the complete ones, where a rerun goes on.
+    with space_errors(partial, rerun), \
+            tqdm(total=total, initial=done, unit="time", desc=f"rechunk {src.name}", disable=not progress) as bar:
         while done < total:
             stop = min(total, done + slab)
             part = view.isel(time=slice(done, stop)).load()

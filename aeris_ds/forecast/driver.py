@@ -44,7 +44,7 @@ from aeris_ds.forecast.spectral import SpectralTruncation
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import single_process_model
-from aeris_ds.outputs import check_output, writing
+from aeris_ds.outputs import check_output, ensure_space, space_errors, writing
 from aeris_ds.weights import load_into, load_weights, objective_of
 
 
@@ -230,6 +230,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     inits = pick_init_times(fc.source, init_times, n_steps)
     if dist.is_initialized():
         dist.barrier()
+    rerun = "the forecast resumes from each member's last complete step"
     if rank == 0 and not resume:
         with writing(out, KIND) as tmp:
             fc_store = ForecastStore.create(
@@ -238,6 +239,10 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
                 attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(fc.sampler), "seed": seed,
                        "ema": use_ema, "truth": str(store)})
             fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
+            # Only metadata so far: refused here, nothing is left behind.
+            ensure_space(out, fc_store.space_needed(n_steps), "forecast")
+    elif rank == 0:
+        ensure_space(out, ForecastStore.open(out).space_needed(n_steps), "forecast", rerun)
     if dist.is_initialized():
         dist.barrier()
     fc_store = ForecastStore.open(out)
@@ -251,7 +256,8 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     for a in range(0, len(rows), size):
         chunk = rows[a:a + size]
         state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
-        rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
+        with space_errors(out, rerun):
+            rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
     if dist.is_initialized():
         dist.barrier()
     return out

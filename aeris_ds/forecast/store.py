@@ -18,6 +18,7 @@ the state of step k − 1 intact.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,19 @@ class ForecastStore:
     def load_state(self, init_idx: int, member: int, step: int) -> np.ndarray:
         """The model state saved after ``step`` (valid for step == completed(init_idx, member))."""
         return self._state_array()[init_idx, member, step % 2]
+
+    def bytes_left(self, steps: int) -> int:
+        """Bytes (uncompressed) of the slabs and resume states still to write for the first ``steps`` leads of
+        every (init, member): what a forecast needs free before it starts."""
+        left = np.clip(steps - self._progress[:], 0, None)
+        slab = sum(a.dtype.itemsize * math.prod(a.shape[3:]) for a in self._arrays.values())
+        state = 0 if self._state is None else self._state.dtype.itemsize * math.prod(self._state.shape[3:])
+        return int(left.sum()) * slab + int((left > 0).sum()) * 2 * state
+
+    def space_needed(self, steps: int) -> int:
+        """``bytes_left`` at the best compression float32 fields get (about 2:1): a check against it never
+        refuses a forecast that would fit."""
+        return self.bytes_left(steps) // 2
 
     def _state_array(self) -> zarr.Array:
         if self._state is None:

@@ -44,10 +44,10 @@ class ConfigError(UserError, ValueError):
 class LayoutError(UserError, ValueError):
     """The parallel layout does not fit the world size, the grid or the model."""
 
+
 class ArgumentValueError(ConfigError, argparse.ArgumentTypeError):
     """A bad value of one command-line argument. As an argparse ``type=`` it makes the line name the argument
     (``argument --members: must be ≥ 1, got 0``); raised anywhere else it is a ConfigError."""
-
 
 
 class DataError(UserError, ValueError):

@@ -21,21 +21,25 @@ SAMPLER = SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01)
 SEED = 3
 
 
-@pytest.fixture(scope="module")
-def weights(tiny_store, tmp_path_factory) -> Path:
+def _random_weights(store: Path, path: Path, objective: str) -> Path:
     """A tiny model with random weights (a briefly trained head is still near zero; random weights make every
     block shape the step), saved as training saves weights.pt."""
     from aeris_ds.config import load_config
     from aeris_ds.model.swin_dit import single_process_model
     from aeris_ds.weights import canonical, save_weights
 
-    cfg = load_config("tiny", {"data": {"store": str(tiny_store)}})
+    start = {"init_weights": "consistency.pt"} if objective == "crps_finetune" else {}  # recorded, not read
+    cfg = load_config("tiny", {"data": {"store": str(store)}, "diffusion": {"objective": objective, **start}})
     model, _ = single_process_model(cfg)
     torch.manual_seed(0)
     params = {canonical(n): torch.randn_like(p) / p.shape[-1] ** 0.5 for n, p in model.named_parameters()}
-    path = tmp_path_factory.mktemp("weights") / "weights.pt"
     return save_weights({"params": params, "ema": params}, path,
-                        {"config": cfg.model_dump(mode="json"), "objective": "diffusion"})
+                        {"config": cfg.model_dump(mode="json"), "objective": objective})
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_store, tmp_path_factory) -> Path:
+    return _random_weights(tiny_store, tmp_path_factory.mktemp("weights") / "weights.pt", "diffusion")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,25 @@ def test_deterministic_workflow_equals_aeris_ds_forecast(weights, tiny_store, in
     assert np.abs(fc["geopotential"].values[0, -1, 0] - fc["geopotential"].values[0, 0, 0]).max() > 1.0, \
         "the steps must move the state"
     _assert_same(to_wb2(e2s), fc.isel(number=0))
+
+
+@pytest.mark.parametrize("objective", ["consistency", "crps_finetune"])
+def test_one_step_models_step_as_forecast_consistency_steps_1(objective, tiny_store, inits, tmp_path):
+    """Weights of a one-step model take one consistency step by default, as `--consistency-steps 1`."""
+    from earth2studio import run
+    from earth2studio.io import XarrayBackend
+
+    from aeris_ds.diffusion.consistency import ConsistencySampler
+    from aeris_ds.forecast.driver import run_forecast
+    from aeris_ds.interop.earth2studio import AERIS, to_wb2
+
+    weights = _random_weights(tiny_store, tmp_path / "weights.pt", objective)
+    model = AERIS.from_weights(weights, tiny_store, seed=SEED)
+    e2s = run.deterministic(list(inits[:1]), 2, model, model.data_source(), XarrayBackend(), device="cpu",
+                            verbose=False).root
+    fc = run_forecast(weights, tiny_store, tmp_path / "fc.zarr", np.datetime_as_string(inits[0], unit="h"), 1, "12h",
+                      ConsistencySampler(1), seed=SEED, progress=False)
+    _assert_same(to_wb2(e2s), xr.open_zarr(fc).isel(number=0))
 
 
 def test_ensemble_workflow_equals_forecast_members_and_scores_the_same(weights, tiny_store, inits, tmp_path):

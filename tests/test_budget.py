@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from distributed import run_ranks
+from ranks import run_ranks
 
 from aeris_ds.budget import MARGIN, TimeBudget
 

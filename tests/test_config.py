@@ -4,7 +4,7 @@ every kind stops with an error naming its cause before any training step."""
 from __future__ import annotations
 
 import pytest
-from distributed import run_ranks
+from ranks import run_ranks
 
 from aeris_ds.config import PRESET_DIR, load_config, load_ds_config
 from aeris_ds.parallel.layout import WindowGrid

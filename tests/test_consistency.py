@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from distributed import run_ranks
+from ranks import run_ranks
 from test_swipe_layouts import _assert_same, _ds_config
 
 from aeris_ds.diffusion.consistency import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scoringrules
 import torch
-from distributed import run_ranks
+from ranks import run_ranks
 from test_swipe_layouts import _assert_same, _ds_config
 
 from aeris_ds.diffusion.crps import fair_crps, rollout_crps

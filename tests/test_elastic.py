@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from distributed import run_ranks
+from ranks import run_ranks
 from test_swipe_layouts import CLIP, _ds_config
 
 STEPS = 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import run_ranks
+from ranks import run_ranks
 
 from aeris_ds.data.schema import open_store
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from distributed import run_ranks
+from ranks import run_ranks
 
 from aeris_ds.config import load_config
 from aeris_ds.model.layers import AxialRoPE2D

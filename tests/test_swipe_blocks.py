@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from distributed import run_ranks
+from ranks import run_ranks
 
 BATCH = 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from distributed import run_ranks
+from ranks import run_ranks
 from test_swipe_blocks import BATCH, run_block, swin_block, tiny_model
 
 ELEM = 4  # fp32

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from distributed import run_ranks
+from ranks import run_ranks
 
 CLIP = 0.05
 GLOBAL_BATCH = 4

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
-from distributed import run_ranks
+from ranks import run_ranks
 from wb2 import N_LON, tree_hash, wb2_dataset, write_wb2
 from zarr.storage import LocalStore
 

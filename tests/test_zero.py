@@ -8,7 +8,7 @@ parameters must equal the single-process run. ZeRO-3 partitions even the tiny mo
 from __future__ import annotations
 
 import pytest
-from distributed import run_ranks
+from ranks import run_ranks
 from test_swipe_layouts import _assert_same, _train_layouts
 
 STAGES = [0, 1, 2, 3]

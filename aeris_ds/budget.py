@@ -7,8 +7,8 @@ finishes its schedule (the cosine reaches its floor) instead of being cut mid-de
 
 The plan is made before the warm-up of the schedule ends, so the steps before it do not depend on it, and it
 is stored in every checkpoint: a resumed run keeps the plan it was given and continues bit-identically. A run
-that goes on far past its budget (the machine slowed down after the plan) stops at ``GRACE`` × the budget with
-a checkpoint, and says so.
+that goes on far past its budget (the machine slowed down after the plan) stops at ``GRACE`` × the budget (at
+least ``GRACE_MIN_S`` past it) with a checkpoint, and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 SKIP = 3  # the first steps after a (re)start compile and warm caches: not representative
 MIN_MEASURED = 5  # steps timed before the plan
 MARGIN = 0.97  # of the time left: the final checkpoint and the weights are written after the last step
-GRACE = 1.15  # hard stop, as a fraction of the budget, should the machine slow down after the plan
+GRACE = 1.15  # hard stop, as a fraction of the budget, should the machine slow down after the plan …
+GRACE_MIN_S = 60.0  # … but never less than this past it: a short budget must not be cut by one slow moment
 
 
 class TimeBudget:
@@ -59,7 +60,7 @@ class TimeBudget:
 
     def overrun(self) -> bool:
         """True once the wall time passes GRACE × the budget (the plan assumed a faster machine)."""
-        return time.time() > self.deadline + (GRACE - 1) * 60 * (self.minutes or 0)
+        return time.time() > self.deadline + max(GRACE_MIN_S, (GRACE - 1) * 60 * (self.minutes or 0))
 
 
 def stretch_schedule(scheduler: object, total_steps: int) -> None:

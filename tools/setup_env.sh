@@ -12,5 +12,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # torch is pinned to the CPU wheel in requirements.txt; it must be in the same pip command as the rest.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$ROOT/requirements.txt" -e "$ROOT[embedded,ingest,dev,earth2studio]"
+  # DeepSpeed JIT-builds its shared-memory comm op at the first engine start (30–75 s on 2 cores): build it
+  # now, once per venv, so that no training's time budget pays for it. Best effort: without a compiler
+  # DeepSpeed falls back to plain torch.distributed.
+  TORCH_EXTENSIONS_DIR="$VENV/torch_extensions" "$VENV/bin/python" -c \
+    "from deepspeed.comm.torch import build_shm_op; build_shm_op()" > /dev/null 2>&1 || true
   echo "$WANT" > "$STAMP"
 fi

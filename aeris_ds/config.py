@@ -193,7 +193,9 @@ class TrainConfig(Strict):
     out_dir: str = "runs/default"
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     ds_config: str = "ds_configs/zero1_fp32.json"
-    max_minutes: float | None = Field(None, description="stop (and checkpoint) after this wall time")
+    max_minutes: float | None = Field(None, gt=0, description="wall-time budget, start-up included: the step count "
+                                      "is fixed from the measured step time so the LR schedule ends with it "
+                                      "(aeris_ds/budget.py); steps is then a cap")
     resume_from: str | None = Field(None, description="run folder or checkpoint tag to start from when out_dir "
                                     "has none; any layout or ZeRO stage")
     compile: bool = Field(False, description="torch.compile each Swin block: fused elementwise kernels, same maths; "

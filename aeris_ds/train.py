@@ -47,7 +47,7 @@ from aeris_ds.outputs import atomic_replace, space_errors
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
-from aeris_ds.parallel.state import ensure_dist_env, init_parallel, validate_layout
+from aeris_ds.parallel.state import init_distributed, init_parallel, validate_layout
 from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
 from aeris_ds.weights import gather_weights, load_initial, save_weights
 
@@ -98,8 +98,7 @@ def signature(cfg: ExperimentConfig) -> dict:
 
 def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None):
     """Everything before the first step: distributed init, layout, data, model, engine."""
-    ensure_dist_env()
-    deepspeed.init_distributed(verbose=False)
+    init_distributed()
     layout = cfg.layout.as_layout()
     pipeline = cfg.layout.pp > 1
     check_engine(cfg, ds_config, pipeline)

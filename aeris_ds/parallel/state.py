@@ -34,14 +34,36 @@ class ParallelState:
         return ProcessTopology(axes=["pipe", "data"], dims=[self.layout.pp, self.layout.replica])
 
 
-def ensure_dist_env() -> None:
-    """Let a plain ``python -m aeris_ds.train`` run as a world of one without a launcher."""
+WORLD_OF_ONE = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def ensure_dist_env() -> bool:
+    """Let a plain ``python -m aeris_ds.train`` run as a world of one without a launcher; True when it did."""
     if "RANK" in os.environ:
-        return
+        return False
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(dict(zip(WORLD_OF_ONE, ("0", "0", "1", "127.0.0.1", str(port)), strict=True)))
+    return True
+
+
+def init_distributed(attempts: int = 3) -> None:
+    """DeepSpeed's process group. A world of one picks a port that is free when picked, not reserved: DeepSpeed
+    loads its comm op before its store listens, and another process may take the port meanwhile, so it retries
+    with another port."""
+    import deepspeed
+
+    for attempt in range(attempts):
+        own_port = ensure_dist_env()
+        try:
+            deepspeed.init_distributed(verbose=False)
+            return
+        except dist.DistNetworkError as err:
+            if not own_port or attempt == attempts - 1 or "EADDRINUSE" not in str(err):
+                raise
+            for var in WORLD_OF_ONE:
+                os.environ.pop(var)
 
 
 def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, depth: int) -> WindowGrid:

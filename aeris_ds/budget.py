@@ -5,10 +5,11 @@ are behind it, and fixes the total number of steps so that the run, start-up inc
 The learning-rate schedule is then stretched to that total, so a slower machine trains fewer steps but
 finishes its schedule (the cosine reaches its floor) instead of being cut mid-decay.
 
-The plan is made before the warm-up of the schedule ends, so the steps before it do not depend on it, and it
-is stored in every checkpoint: a resumed run keeps the plan it was given and continues bit-identically. A run
-that goes on far past its budget (the machine slowed down after the plan) stops at ``GRACE`` × the budget (at
-least ``GRACE_MIN_S`` past it) with a checkpoint, and says so.
+The plan is made once ``MIN_MEASURED`` steps are timed, and no earlier than the end of the schedule's
+warm-up, so the steps before it hardly depend on it. It is stored in every checkpoint: a resumed run keeps the
+plan it was given and continues bit-identically. A run that goes on far past its budget (the machine slowed
+down after the plan) stops at ``GRACE`` × the budget (at least ``GRACE_MIN_S`` past it) with a checkpoint, and
+says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import statistics
 import time
 
 SKIP = 3  # the first steps after a (re)start compile and warm caches: not representative
-MIN_MEASURED = 5  # steps timed before the plan
+# Steps timed before the plan. A plan later than the warm-up's end is harmless: until then the cosine runs
+# with the configured cap as its total, i.e. at its peak to within a fraction of a percent.
+MIN_MEASURED = 40
 MARGIN = 0.97  # of the time left: the final checkpoint and the weights are written after the last step
 GRACE = 1.15  # hard stop, as a fraction of the budget, should the machine slow down after the plan …
 GRACE_MIN_S = 60.0  # … but never less than this past it: a short budget must not be cut by one slow moment
@@ -53,7 +56,7 @@ class TimeBudget:
             self.times.append(seconds)
         if step < self.plan_at:
             return None
-        self.step_s = statistics.median(self.times)
+        self.step_s = statistics.fmean(self.times)  # the mean: periodic hiccups (GC, logging) cost time too
         left = MARGIN * (self.deadline - time.time())
         self.planned = int(min(self.max_steps, max(step + 1, step + left // self.step_s)))
         return self.planned

@@ -11,25 +11,26 @@ import pytest
 import torch
 from ranks import run_ranks
 
-from aeris_ds.budget import MARGIN, TimeBudget
+from aeris_ds.budget import MARGIN, MIN_MEASURED, SKIP, TimeBudget
 
 MINUTES = 0.2  # 12 s, start-up included: a few hundred tiny steps
 EVERY = 25
 
 
 def test_plan_fills_the_time_left():
-    budget = TimeBudget(minutes=1.0, max_steps=10**6, start_step=0, plan_before=12, t0=time.time() - 30)
+    budget = TimeBudget(minutes=2.0, max_steps=10**6, start_step=0, plan_before=12, t0=time.time() - 60)
     assert budget.total == 10**6  # no plan before it is measured
-    plans = [budget.observe(step, 0.5 if step > 3 else 5.0) for step in range(1, 13)]  # compile steps are slow
-    assert plans[:-1] == [None] * 11
-    # ~30 s left at 0.5 s per step (the slow first steps are not counted), less the margin
-    assert abs(plans[-1] - (12 + MARGIN * 30 / 0.5)) <= 2
-    assert budget.observe(13, 0.5) is None  # planned once
+    at = SKIP + MIN_MEASURED  # after the warm-up's 12 steps: enough steps must be timed
+    plans = [budget.observe(step, 0.5 if step > SKIP else 5.0) for step in range(1, at + 1)]  # compiling is slow
+    assert plans[:-1] == [None] * (at - 1)
+    # ~60 s left at 0.5 s per step (the slow first steps are not counted), less the margin
+    assert abs(plans[-1] - (at + MARGIN * 60 / 0.5)) <= 2
+    assert budget.observe(at + 1, 0.5) is None  # planned once
 
 
 def test_plan_is_capped_and_kept():
     budget = TimeBudget(minutes=10.0, max_steps=100, start_step=0, plan_before=10, t0=time.time())
-    assert [budget.observe(s, 0.01) for s in range(1, 11)][-1] == 100
+    assert [budget.observe(s, 0.01) for s in range(1, SKIP + MIN_MEASURED + 1)][-1] == 100
     resumed = TimeBudget(minutes=10.0, max_steps=10**6, start_step=50, plan_before=10, t0=time.time(), planned=80)
     assert resumed.total == 80 and resumed.observe(60, 1.0) is None
     unbudgeted = TimeBudget(None, 7, 0, 2, time.time())
@@ -78,7 +79,7 @@ def test_resume_keeps_the_plan(budgeted):
     tmp, summary, store = budgeted
     tags = sorted((tmp / "a" / "checkpoints").glob("step*"))
     middle = [t for t in tags if int(t.name[4:]) < summary["steps"]][-1]
-    assert int(middle.name[4:]) > 20, "the checkpoint must come after the plan"
+    assert int(middle.name[4:]) > SKIP + MIN_MEASURED, "the checkpoint must come after the plan"
     (tmp / "b" / "checkpoints").mkdir(parents=True)
     shutil.copytree(middle, tmp / "b" / "checkpoints" / middle.name)
     (tmp / "b" / "checkpoints" / "latest_complete").write_text(middle.name)

@@ -47,7 +47,7 @@ from aeris_ds.outputs import atomic_replace, space_errors
 from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
-from aeris_ds.parallel.state import init_distributed, init_parallel, validate_layout
+from aeris_ds.parallel.state import end_distributed, init_distributed, init_parallel, validate_layout
 from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
 from aeris_ds.weights import gather_weights, load_initial, save_weights
 
@@ -373,8 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(cfg, ds_config, args.config)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_distributed()
 
 
 if __name__ == "__main__":  # under torchrun / the deepspeed launcher: one line per user error, exit code 2

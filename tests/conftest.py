@@ -19,6 +19,16 @@ CACHE = Path(os.environ.get("AERIS_TEST_CACHE", Path.home() / ".cache" / "aeris-
 CFGRIB_SDIST = "cfgrib==0.9.15.1"
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A test that runs a command in-process may set RANK, MASTER_PORT, …: later tests (and the subprocesses
+    they start) must not inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def _fetch_cfgrib_sample(name: str) -> Path:
     target = CACHE / name
     if target.exists():

@@ -35,6 +35,7 @@ class ParallelState:
 
 
 WORLD_OF_ONE = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_own_world = False  # this process set WORLD_OF_ONE itself (no launcher)
 
 
 def ensure_dist_env() -> bool:
@@ -54,16 +55,30 @@ def init_distributed(attempts: int = 3) -> None:
     with another port."""
     import deepspeed
 
+    global _own_world
     for attempt in range(attempts):
         own_port = ensure_dist_env()
         try:
             deepspeed.init_distributed(verbose=False)
+            _own_world = own_port
             return
         except dist.DistNetworkError as err:
             if not own_port or attempt == attempts - 1 or "EADDRINUSE" not in str(err):
                 raise
             for var in WORLD_OF_ONE:
                 os.environ.pop(var)
+
+
+def end_distributed() -> None:
+    """Destroy the process group; a world of one set up here also takes its variables back, so a later run in
+    the same process (a test, a notebook) does not reuse a stale port."""
+    global _own_world
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if _own_world:
+        for var in WORLD_OF_ONE:
+            os.environ.pop(var, None)
+        _own_world = False
 
 
 def validate_layout(layout: Layout, world: int, grid: WindowGrid, heads: int, depth: int) -> WindowGrid:

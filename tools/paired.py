@@ -42,7 +42,7 @@ def per_init(spec: str, truth: str) -> tuple[str, xr.Dataset, int]:
     aligned = align_truth(inputs.truth, fc)
     parts = {}
     for short, name, level in HEADLINE:
-        f, t = fc[name].sel(level=level).load(), aligned[name].sel(level=level).load()
+        f, t = fc[name].sel(level=level, drop=True).load(), aligned[name].sel(level=level, drop=True).load()
         parts[f"{short}_mse"] = spatial_mean((ensemble_mean(f) - t) ** 2)
         parts[f"{short}_crps"] = spatial_mean(fair_crps_pointwise(f, t))
         parts[f"{short}_var"] = spatial_mean(f.var("number", ddof=1))

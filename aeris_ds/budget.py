@@ -36,8 +36,8 @@ class TimeBudget:
         self.max_steps = max_steps
         self.deadline = t0 + 60 * minutes if minutes else math.inf
         self.planned = planned if minutes else None
-        # Plan by the end of the schedule's warm-up (the cosine's shape depends on the total only after it),
-        # but after enough timed steps.
+        # Plan once enough steps are timed, and not before the schedule's warm-up ends (the steps up to the plan
+        # run with the cap as the cosine's total, i.e. at its peak).
         self.plan_at = max(plan_before, start_step + SKIP + MIN_MEASURED)
         self.start_step = start_step
         self.times: list[float] = []
@@ -73,5 +73,5 @@ def stretch_schedule(scheduler: object, total_steps: int) -> None:
 
 
 def warmup_steps(scheduler: object) -> int:
-    """Steps of the schedule's warm-up (0 when it has none): the plan must be made before they end."""
+    """Steps of the schedule's warm-up (0 when it has none): the plan is made no earlier than their end."""
     return int(getattr(scheduler, "warmup_num_steps", 0) or 0)

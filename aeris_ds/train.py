@@ -33,7 +33,7 @@ from aeris_ds.args import (
     positive_float,
     positive_int,
 )
-from aeris_ds.budget import TimeBudget, stretch_schedule, warmup_steps
+from aeris_ds.budget import TimeBudget, fit_schedule, stretch_schedule, warmup_steps
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
@@ -187,7 +187,9 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     start, plan = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
     budget = TimeBudget(cfg.train.max_minutes, cfg.train.steps, start, warmup_steps(engine.lr_scheduler), t0,
                         plan.get("total_steps"))
-    stretch_schedule(engine.lr_scheduler, budget.total)
+    # A resumed plan's scheduler total (the iteration comes back with the scheduler's state), else the run's steps
+    stretch_schedule(engine.lr_scheduler, plan.get("schedule_total") or budget.total)
+    schedule_total = plan.get("schedule_total")
     acc = engine.gradient_accumulation_steps()
     # Only the first and last pipeline stages read data (inputs and targets).
     reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()
@@ -216,18 +218,20 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
             history.append(record)
             bar.update()
             bar.set_postfix(loss=f"{loss:.4f}")
-            if budget.observe(step, seconds) is not None:  # every rank plans by rank 0's clock
-                budget.planned = _agree(budget.planned)
-                stretch_schedule(engine.lr_scheduler, budget.planned)
+            budget.record(step, seconds)
+            if budget.due(step) and budget.accept(step, _agree(budget.propose(step))):  # rank 0's clock decides
+                schedule_total = fit_schedule(engine.lr_scheduler, budget.planned - step)
                 bar.total = budget.planned
                 if rank0:
+                    again = f" (re-planned at step {step})" if len(budget.plans) > 1 else ""
                     tqdm.write(f"time budget: {budget.planned} steps fit in {cfg.train.max_minutes} min "
-                               f"at {budget.step_s:.3f} s/step; the LR schedule ends there")
+                               f"at {budget.step_s:.3f} s/step; the LR schedule ends there{again}")
             # Past the budget before the plan: the plan gives one more step, and the schedule ends there.
             cut = budget.planned is not None and step < budget.total and bool(_agree(budget.overrun()))
             every = cfg.train.checkpoint_every
             if (every and step % every == 0) or step == budget.total or cut:
-                checkpoint.save(ckpt_dir, engine, ema, step, sig, plan={"total_steps": budget.planned})
+                checkpoint.save(ckpt_dir, engine, ema, step, sig,
+                                plan={"total_steps": budget.planned, "schedule_total": schedule_total})
             if cut:
                 if rank0:
                     tqdm.write(f"time budget: stopping at step {step} of {budget.total}, well past "
@@ -239,7 +243,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     weights = gather_weights(engine.module, ema, ps)
     summary = {"steps": step, "samples_seen": step * global_batch, "planned_steps": budget.total,
                "schedule_complete": step >= budget.total, "final_lr": float(engine.get_lr()[0]),
-               "step_s_planned": budget.step_s, "budget_minutes": cfg.train.max_minutes, "history": history,
+               "step_s_planned": budget.step_s, "plans": budget.plans, "budget_minutes": cfg.train.max_minutes,
+               "history": history,
                "wall_s": time.time() - started, "total_s": time.time() - t0, "checkpoint": str(ckpt_dir),
                "weights": str(out / "weights.pt")}
     if rank0:

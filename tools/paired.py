@@ -29,7 +29,7 @@ HEADLINE = (("z500", "geopotential", 500.0), ("t850", "temperature", 850.0), ("u
 DAYS = (1, 3, 5, 10)
 
 
-def per_init(spec: str, truth: str) -> tuple[str, xr.Dataset, int]:
+def per_init(spec: str, truth: str, days: tuple[int, ...] = DAYS) -> tuple[str, xr.Dataset, int]:
     """(label, per-init spatial means of the headline fields: mse, crps, var, members)."""
     label, _, rest = spec.partition("=")
     path, _, members = rest.partition(":")
@@ -37,7 +37,7 @@ def per_init(spec: str, truth: str) -> tuple[str, xr.Dataset, int]:
     fc = inputs.forecast
     if members:
         fc = fc.isel(number=slice(0, int(members)))
-    hours = np.array([24 * d for d in DAYS], dtype="timedelta64[h]")
+    hours = np.array([24 * d for d in days], dtype="timedelta64[h]")
     fc = fc.sel(prediction_timedelta=hours)
     aligned = align_truth(inputs.truth, fc)
     parts = {}
@@ -90,10 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--truth", required=True)
     p.add_argument("--baseline", required=True, help="LABEL=STORE[:MEMBERS]")
     p.add_argument("--system", required=True, help="LABEL=STORE[:MEMBERS]")
+    p.add_argument("--days", default=",".join(map(str, DAYS)), help="lead days to compare, e.g. 1,3")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--out", default=None, help="append the table to this markdown file")
     args = p.parse_args(argv)
-    text = table(per_init(args.baseline, args.truth), per_init(args.system, args.truth), args.resamples)
+    days = tuple(int(d) for d in args.days.split(","))
+    text = table(per_init(args.baseline, args.truth, days), per_init(args.system, args.truth, days), args.resamples)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -187,7 +187,9 @@ class LayoutConfig(Strict):
 class TrainConfig(Strict):
     steps: int = Field(100, ge=0)
     seed: int = 0
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="constant EMA decay (when ema_length is not set)")
+    ema_length: float | None = Field(None, gt=0, le=0.28, description="power-function EMA (EDM2): its width as "
+                                     "a fraction of the steps so far (relative std σ_rel, e.g. 0.1), on any step count")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
     out_dir: str = "runs/default"

@@ -182,7 +182,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     checkpoint.ensure_writable(ckpt_dir)
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
     objective = training_objective(cfg, ps.window_group, torch.from_numpy(batches.ex.tendency_scale))
-    ema = EMA(engine.module, cfg.train.ema_decay)
+    ema = EMA(engine.module, cfg.train.ema_decay, cfg.train.ema_length)
     sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
     start, plan = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
     budget = TimeBudget(cfg.train.max_minutes, cfg.train.steps, start, warmup_steps(engine.lr_scheduler), t0,
@@ -207,8 +207,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
             loss, norm = train_step(engine, loader, pipeline, ps.replica_group, objective, step)
             if not math.isfinite(loss):
                 raise DataError(non_finite_message(loss, step, batches), every_rank=True)
-            ema.update()
             step += 1
+            ema.update(step)
             seconds = time.time() - tick
             record = {"step": step, "loss": loss, "grad_norm": norm, "lr": engine.get_lr()[0],
                       "step_s": seconds, "samples_per_s": global_batch / seconds,

@@ -136,7 +136,7 @@ def _train(store: str, out: str, steps: int, replan: bool = True, slow_from: int
     aeris_ds.train.run(warm, load_ds_config(warm.train.ds_config))
     cfg = load_config("tiny", {"data": {"store": store},
                                "train": {"out_dir": out, "steps": steps, "max_minutes": MINUTES,
-                                         "checkpoint_every": EVERY, "log_every": 1}})
+                                         "checkpoint_every": EVERY, "log_every": 1, "ema_length": 0.1}})
     summary = aeris_ds.train.run(cfg, load_ds_config(cfg.train.ds_config))
     return {k: v for k, v in summary.items() if k != "history"}
 

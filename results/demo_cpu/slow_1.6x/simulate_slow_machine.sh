@@ -17,7 +17,8 @@ taskset -c 1 nice -n 3 python3 -c 'while True: pass' & H2=$!
 sleep 1
 slow=$(probe)
 echo "probe: alone ${base}s, with hogs ${slow}s, factor $(python3 -c "print(round($slow/$base, 2))")"
-cd /work && rm -rf /work/slow && git clone -q /work/main /work/slow && cd /work/slow && git log --oneline -1
+[ -e "$CLONE" ] && { echo "error: $CLONE exists: choose another CLONE=" >&2; kill $H1 $H2; exit 2; }
+git clone -q "$ROOT" "$CLONE" && cd "$CLONE" && git log --oneline -1
 start=$(date +%s)
 bash launchers/demo.sh
 echo "demo rc $? wall $(( $(date +%s) - start )) s"

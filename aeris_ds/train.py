@@ -188,8 +188,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     budget = TimeBudget(cfg.train.max_minutes, cfg.train.steps, start, warmup_steps(engine.lr_scheduler), t0,
                         plan.get("total_steps"))
     # A resumed plan's scheduler total (the iteration comes back with the scheduler's state), else the run's steps
-    stretch_schedule(engine.lr_scheduler, plan.get("schedule_total") or budget.total)
     schedule_total = plan.get("schedule_total")
+    stretch_schedule(engine.lr_scheduler, schedule_total or budget.total)
     acc = engine.gradient_accumulation_steps()
     # Only the first and last pipeline stages read data (inputs and targets).
     reads = not pipeline or engine.is_first_stage() or engine.is_last_stage()

@@ -17,6 +17,7 @@ previous checkpoint and the rerun continues from it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -30,8 +31,9 @@ import torch
 import torch.distributed as dist
 
 from aeris_ds import elastic
+from aeris_ds.args import ArgumentParser, existing_path
 from aeris_ds.ema import EMA
-from aeris_ds.errors import CheckpointError, MissingPathError, OutOfSpaceError, UserError, out_of_space
+from aeris_ds.errors import CheckpointError, MissingPathError, OutOfSpaceError, UserError, out_of_space, run_command
 from aeris_ds.outputs import atomic_replace, ensure_space, space_errors
 from aeris_ds.weights import canonical
 
@@ -290,3 +292,18 @@ def _on_rank0(fn, *args):
     if isinstance(result[0], UserError):
         raise result[0]
     return result[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``aeris-ds checkpoint convert RUN_OR_TAG``: write the universal form of the run's newest complete tag."""
+    parser = ArgumentParser(prog="aeris-ds checkpoint", description=elastic.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="write the universal (layout-independent) form of a checkpoint")
+    conv.add_argument("path", type=existing_path, help="run folder, its checkpoints/ folder, or one tag folder")
+    args = parser.parse_args(argv)
+    print(elastic.convert(resolve(args.path)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_command(main))

@@ -30,7 +30,7 @@ COMMANDS = {
     "rechunk": "aeris_ds.data.rechunk",
     "plan": "aeris_ds.perf.plan",
     "demo": "aeris_ds.demo",
-    "checkpoint": "aeris_ds.elastic",
+    "checkpoint": "aeris_ds.checkpoint",
 }
 
 

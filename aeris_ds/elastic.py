@@ -1,6 +1,6 @@
 """Continue a run on another layout or ZeRO stage: DeepSpeed's universal checkpoint, loaded by parameter name.
 
-    aeris-ds checkpoint convert RUN_OR_TAG        (also done on the fly by `aeris-ds train --resume-from`)
+    aeris-ds checkpoint convert RUN_OR_TAG        (checkpoint.py; also done on the fly by `train --resume-from`)
 
 A tag written by any layout and ZeRO stage 1–3 is converted once by DeepSpeed's ``ds_to_universal`` into
 ``<checkpoints>/universal/<tag>/zero/<parameter>/{fp32,exp_avg,exp_avg_sq}.pt``: whole tensors by name. A
@@ -21,15 +21,13 @@ import argparse
 import contextlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import deepspeed
 import torch
 from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
-from aeris_ds.args import ArgumentParser, existing_path
-from aeris_ds.errors import CheckpointError, run_command
+from aeris_ds.errors import CheckpointError
 from aeris_ds.outputs import ensure_space, space_errors
 from aeris_ds.weights import canonical
 
@@ -180,21 +178,3 @@ def _adam_step(zero: Path, folder: Path) -> torch.Tensor:
     else:
         step = _read(zero / "optimizer_state.pt")["optimizer_state_dict"]["state"][0]["step"]
     return torch.as_tensor(step, dtype=torch.float32)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="aeris-ds checkpoint", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="write the universal (layout-independent) form of a checkpoint")
-    conv.add_argument("path", type=existing_path, help="run folder, its checkpoints/ folder, or one tag folder")
-    args = parser.parse_args(argv)
-    from aeris_ds.checkpoint import resolve  # it loads through this module
-
-    print(convert(resolve(args.path)))
-
-
-if __name__ == "__main__":
-    code = run_command(main, sys.argv[1:])
-    if code:
-        raise SystemExit(code)

@@ -1,7 +1,7 @@
 """Quality against training compute: one row per training budget, one figure against samples seen.
 
     python tools/quality.py --runs runs/quality --scores results/quality/scores --out results/quality
-    python tools/quality.py --runs former=results/quality/runs/former current=runs/quality …
+    python tools/quality.py --runs former=results/quality/runs current=results/quality/runs/current
 
 Reads each budget's training summary (``<runs>/m<MINUTES>/summary.json`` or ``<runs>/m<MINUTES>.summary.json``:
 steps, samples seen, final LR) and
@@ -58,8 +58,8 @@ def budget_row(summary_path: Path, scores: Path, recipe: str = "") -> dict[str, 
     label = _budget_label(summary_path)
     summary = json.loads(summary_path.read_text())
     row: dict[str, float | str] = {"recipe": recipe, "budget_min": float(label.removeprefix("m")),
-                                   "steps": summary["steps"],
-                             "samples_seen": summary.get("samples_seen", np.nan), "final_lr": summary.get("final_lr")}
+                                   "steps": summary["steps"], "samples_seen": summary.get("samples_seen", np.nan),
+                                   "final_lr": summary.get("final_lr")}
     ten, ninety = scores / f"{label}-10d-20x8", scores / f"{label}-90d-4x4"
     if (ten / "scores.csv").exists():
         frame = pd.read_csv(ten / "scores.csv")
@@ -152,7 +152,7 @@ def _draw(axes, frame: pd.DataFrame, alpha: float, tag: str) -> None:
 def summaries(runs: str) -> list[Path]:
     """Each budget's training summary under ``runs``, by budget: ``m<MIN>/summary.json`` or ``m<MIN>.summary.json``."""
     found = [*Path(runs).glob("m*/summary.json"), *Path(runs).glob("m*.summary.json")]
-    return sorted(found, key=lambda p: float(_budget_label(p)[1:]))
+    return sorted(found, key=lambda p: float(_budget_label(p).removeprefix("m")))
 
 
 def _budget_label(summary_path: Path) -> str:
@@ -174,18 +174,19 @@ def main(argv: list[str] | None = None) -> None:
         recipe, _, runs = spec.rpartition("=")
         found = summaries(runs)
         if not found:
-            raise SystemExit(f"error: no trained budgets (m<MINUTES>/summary.json) in {runs}")
+            raise SystemExit(f"error: no trained budgets (m<MINUTES>/summary.json, m<MINUTES>.summary.json) in {runs}")
         rows += [budget_row(s, Path(args.scores), recipe) for s in found]
     frame = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_replace(out / "quality.csv") as tmp:
         frame.to_csv(tmp, index=False)
+    table = markdown(frame)
     with atomic_replace(out / "quality.md") as tmp:
-        tmp.write_text(markdown(frame))
+        tmp.write_text(table)
     with atomic_replace(out / "quality.png") as tmp:
         figure(frame, tmp)
-    print(markdown(frame))
+    print(table)
     print(out / "quality.png")
 
 

@@ -125,11 +125,16 @@ class DiffusionConfig(Strict):
     consistency_warmup: int = Field(0, ge=0, description="steps over which the tangent's r ramps 0 → 1")
     crps_steps: int = Field(4, ge=1, description="crps_finetune: lead steps K of each rollout")
     crps_members: int = Field(2, ge=2, description="crps_finetune: ensemble members M per sample")
+    scale_weights: list[Annotated[float, Field(ge=0)]] = Field(
+        [], description="loss weight of the error's 2-, 4-, 8-… pixel scales inside each window (Haar levels, "
+        "finest first; coarser scales keep 1): [] is the plain MSE, [2] doubles the finest scale's weight")
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"diffusion.sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
+        if self.objective == "crps_finetune" and self.scale_weights:
+            raise ValueError("diffusion.scale_weights weights the denoising loss; crps_finetune has none")
         if self.objective == "crps_finetune" and not self.init_weights:
             raise ValueError("objective crps_finetune fine-tunes a consistency model: set diffusion.init_weights")
         return self
@@ -157,6 +162,9 @@ class SamplerConfig(Strict):
     s_noise: float = Field(1.0, ge=0, description="scale of the churn noise (> 1 inflates it)")
     project: bool = Field(False, description="project each step's state onto the spherical harmonics the data "
                           "resolve (the store's spectral_truncation attr): no power at scales the data cannot carry")
+    init_perturbation: float = Field(
+        0.0, ge=0, description="members start from the initial state ± this × (x_a − x_b)/√2, x_a and x_b two "
+        "training-split states drawn per member pair (random-field perturbations): 0 starts every member from it")
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
@@ -223,6 +231,11 @@ class ExperimentConfig(Strict):
             )
         if wh % 2 or ww % 2:
             raise ValueError(f"window {wh}×{ww} must be even in both axes (shift by half a window)")
+        side, sp = 2 ** len(self.diffusion.scale_weights), self.layout.sp
+        if side > 1 and (wh % sp or (wh // sp) % side or ww % side):
+            raise ValueError(f"diffusion.scale_weights has {len(self.diffusion.scale_weights)} "
+                             f"levels: each rank's rows of a window ({wh}/SP={sp} × {ww}) must divide into "
+                             f"{side}×{side} blocks")
         return self
 
     @property

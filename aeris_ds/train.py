@@ -37,7 +37,7 @@ from aeris_ds.budget import TimeBudget, fit_schedule, stretch_schedule, warmup_s
 from aeris_ds.config import ExperimentConfig, load_config, load_ds_config, parse_layout
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats
-from aeris_ds.diffusion.objective import Objective, diffusion, training_objective, weighted_mse
+from aeris_ds.diffusion.objective import Objective, diffusion, token_loss, training_objective
 from aeris_ds.ema import EMA
 from aeris_ds.errors import ConfigError, DataError, LayoutError, log_to, run_command
 from aeris_ds.examples import MicroBatches, TrainingExamples, micro_batch_loader
@@ -115,7 +115,7 @@ def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None)
     routing = WindowRouting(grid, ps.wp, ps.sp, cfg.layout.shift_exchange, ps.sp_group, ps.window_group)
     position = position_encoding(source.lat, source.lon, routing.home_ids, cfg.model.pos_freqs)
     model = build_model(layer_specs(cfg, routing, position), pipeline, layout.pp, ps.topology(),
-                        weighted_mse, cfg.train.seed)
+                        token_loss(cfg), cfg.train.seed)
     if cfg.diffusion.init_weights:  # before DeepSpeed copies the parameters into its optimizer
         load_initial(model, cfg.diffusion.init_weights, cfg.diffusion.objective)
     if cfg.train.compile:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from aeris_ds.data.stats import load_stats, stats_path
 from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, log_to, run_command
-from aeris_ds.forecast.rollout import rollout
+from aeris_ds.forecast.rollout import member_generator, rollout
 from aeris_ds.forecast.spectral import SpectralTruncation
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
@@ -120,7 +121,26 @@ class Forecaster:
         """[C, lat, lon] → [T, C] in the model's token order."""
         return torch.from_numpy(field.reshape(field.shape[0], -1)[:, self.ids].T.copy())
 
-    def initial_state(self, time_index: int) -> torch.Tensor:
+    def initial_state(self, time_index: int, member: int = 0, seed: int = 0) -> torch.Tensor:
+        """Member ``member``'s normalised initial state: the store's state at ``time_index``, perturbed when the
+        sampler's init_perturbation is set (members 2p and 2p + 1 take the same perturbation, ±)."""
+        state = self._normalised(time_index)
+        alpha = self.sampler.init_perturbation if isinstance(self.sampler, SamplerConfig) else 0.0
+        if alpha == 0.0:
+            return state
+        # Random-field perturbations (Magnusson et al. 2009): the difference of two states of the model's own
+        # climate is balanced and has its spectrum; /√2 gives it the climate's variance at α = 1.
+        g = member_generator(seed, self.source.times[time_index], member // 2, step=0)
+        a, b = torch.randint(self._climate.start, self._climate.stop, (2,), generator=g).tolist()
+        sign = 1.0 if member % 2 == 0 else -1.0
+        return state + sign * alpha / math.sqrt(2.0) * (self._normalised(a) - self._normalised(b))
+
+    @cached_property
+    def _climate(self) -> slice:
+        """The training split's time indices: the states perturbations are drawn from."""
+        return WeatherSource(self.source.path, self.cfg.data, "train", grid=self.source.grid.shape).split_slice
+
+    def _normalised(self, time_index: int) -> torch.Tensor:
         field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
         return (self.to_tokens(field).to(self.mean.device) - self.mean) / self.std
 
@@ -255,7 +275,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     size = max(1, math.ceil(len(rows) / math.ceil(len(rows) / batch))) if rows else 1
     for a in range(0, len(rows), size):
         chunk = rows[a:a + size]
-        state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
+        state = torch.stack([fc.initial_state(inits[i], m, seed) for i, m in chunk])
         with space_errors(out, rerun):
             rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
     if dist.is_initialized():

@@ -165,6 +165,9 @@ class SamplerConfig(Strict):
     init_perturbation: float = Field(
         0.0, ge=0, description="members start from the initial state ± this × (x_a − x_b)/√2, x_a and x_b two "
         "training-split states drawn per member pair (random-field perturbations): 0 starts every member from it")
+    step_perturbation: float = Field(
+        0.0, ge=0, description="the same random-field perturbation, drawn anew, added after every step (additive "
+        "inflation for model error the network does not represent); 0: none")
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:

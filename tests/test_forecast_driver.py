@@ -181,54 +181,57 @@ def test_compiled_forecast_equals_eager(weights, tiny_store):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_init_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp_path):
-    """sampler.init_perturbation α: members 2p and 2p + 1 start from x0 ± α·(x_a − x_b)/√2 with x_a, x_b two
-    training-split states (found here by brute force from the store itself), the pair's mean is x0, other pairs
-    and other init times draw other states, and the streamed forecast starts from those states."""
+def test_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp_path):
+    """Random-field perturbations: members 2p and 2p + 1 start from x0 ± α·(x_a − x_b)/√2 and get ± β·(x_c − x_d)/√2
+    after each step, x_a … x_d training-split states (found here by brute force from the store itself); other pairs,
+    steps and init times draw other states; the streamed forecast is the in-memory rollout with them, and resumes
+    exactly."""
     import torch
 
     from aeris_ds.config import SamplerConfig
     from aeris_ds.forecast.driver import Forecaster, run_forecast
     from aeris_ds.forecast.rollout import member_generator
 
-    alpha = 0.3
-    sampler = SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01, init_perturbation=alpha)
+    alpha, beta = 0.3, 0.2
+    sampler = SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01, init_perturbation=alpha, step_perturbation=beta)
     fc = Forecaster(weights, tiny_store, sampler)
     truth = open_store(tiny_store)
     train = truth.sel(time=slice(*truth.attrs["split_train"].split("/")))
     # Every training state as the forecaster's tokens, built from the store here, not through the forecaster.
-    names = fc.cfg.data.channel_names
-    assert names[0].startswith("geopotential"), names
     states = torch.stack([fc.to_tokens(np.concatenate([
         truth[v].sel(time=t, level=fc.cfg.data.levels).values if "level" in truth[v].dims
         else truth[v].sel(time=t).values[None] for v in (*fc.cfg.data.atmospheric, *fc.cfg.data.surface)]))
         for t in train["time"].values])
     states = (states - fc.mean) / fc.std
-    init = fc.source.split_slice.start + 3
-    x0 = fc._normalised(init)
-    members = [fc.initial_state(init, m, seed=7) for m in range(4)]
-    torch.testing.assert_close((members[0] + members[1]) / 2, x0, rtol=0, atol=1e-6)
-    draws = []
-    for m in (0, 2):
-        d = (members[m] - x0) * np.sqrt(2.0) / alpha  # x_a − x_b
+
+    def pair_of(d: torch.Tensor) -> tuple[int, int]:
         gap = (states[:, None] - states[None, :] - d).abs().amax(dim=(2, 3))
         a, b = np.unravel_index(int(gap.argmin()), gap.shape)
-        assert float(gap[a, b]) < 1e-4 and a != b, "the perturbation is a difference of two training states"
-        draws.append((a, b))
-    assert draws[0] != draws[1], "each member pair draws its own states"
-    assert not torch.equal(fc.initial_state(init + 1, 0, seed=7) - fc._normalised(init + 1), members[0] - x0)
-    torch.testing.assert_close(fc.initial_state(init, 2, seed=7), members[2], rtol=0, atol=0)  # reproducible
-    plain = Forecaster(weights, tiny_store, SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01))
-    torch.testing.assert_close(plain.initial_state(init, 1, seed=7), x0, rtol=0, atol=0)
+        assert float(gap[a, b]) < 1e-4 and a != b, "a perturbation is a difference of two training states"
+        return int(a), int(b)
 
-    out = run_forecast(weights, tiny_store, tmp_path / "fc.zarr", "test:1", 4, "6h", sampler, seed=7,
+    t0 = fc.source.times[fc.source.split_slice.start + 3]
+    draws = set()
+    for step, scale in ((0, alpha), (1, beta), (2, beta)):
+        p = [fc.perturbation(t0, m, 7, step) for m in range(4)]
+        torch.testing.assert_close(p[0] + p[1], torch.zeros_like(p[0]), rtol=0, atol=1e-6)
+        draws |= {pair_of(p[m] * np.sqrt(2.0) / scale) for m in (0, 2)}
+    assert len(draws) == 6, "each pair and each step draws its own states"
+    assert not torch.equal(fc.perturbation(t0 + fc.lead, 0, 7, 0), fc.perturbation(t0, 0, 7, 0))
+    plain = Forecaster(weights, tiny_store, SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01))
+    assert not plain.perturbs and fc.perturbs
+
+    out = run_forecast(weights, tiny_store, tmp_path / "fc.zarr", "test:1", 4, "12h", sampler, seed=7,
                        progress=False)
     ds = xr.open_zarr(out)
     t0 = ds["time"].values[0]
-    start = int(np.flatnonzero(fc.source.times == t0)[0])
-    with torch.no_grad():  # the streamed members start from their perturbed states
+    start = fc.initial_state(int(np.flatnonzero(fc.source.times == t0)[0]))
+    with torch.no_grad():  # the streamed members are the in-memory rollouts with their perturbations
         for m in range(4):
-            state = fc.step(fc.initial_state(start, m, seed=7)[None], [member_generator(7, t0, m, 1)],
-                            np.array([t0 + fc.lead]))
-            np.testing.assert_allclose(ds["geopotential"].values[0, 0, m], fc.to_physical(state)["geopotential"][0],
-                                       rtol=2e-5, atol=1e-4, err_msg=f"member {m}")
+            state = (start + fc.perturbation(t0, m, 7, 0))[None]
+            for k in (1, 2):
+                state = fc.step(state, [member_generator(7, t0, m, k)], np.array([t0 + k * fc.lead]))
+                state = state + fc.perturbation(t0, m, 7, k)
+                np.testing.assert_allclose(ds["geopotential"].values[0, k - 1, m],
+                                           fc.to_physical(state)["geopotential"][0], rtol=2e-5, atol=1e-4,
+                                           err_msg=f"member {m} step {k}")

@@ -48,6 +48,9 @@ from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, ensure_space, space_errors, writing
 from aeris_ds.weights import load_into, load_weights, objective_of
 
+# Generator streams of the perturbations: (member pair, this + step), apart from the members' own (member, step).
+PERTURBATION_STREAM = 2**32
+
 
 class Forecaster:
     """A trained network + its data normalisation, as a rollout step function on whole-grid states."""
@@ -121,28 +124,45 @@ class Forecaster:
         """[C, lat, lon] → [T, C] in the model's token order."""
         return torch.from_numpy(field.reshape(field.shape[0], -1)[:, self.ids].T.copy())
 
-    def initial_state(self, time_index: int, member: int = 0, seed: int = 0) -> torch.Tensor:
-        """Member ``member``'s normalised initial state: the store's state at ``time_index``, perturbed when the
-        sampler's init_perturbation is set (members 2p and 2p + 1 take the same perturbation, ±)."""
-        state = self._normalised(time_index)
-        alpha = self.sampler.init_perturbation if isinstance(self.sampler, SamplerConfig) else 0.0
-        if alpha == 0.0:
-            return state
-        # Random-field perturbations (Magnusson et al. 2009): the difference of two states of the model's own
-        # climate is balanced and has its spectrum; /√2 gives it the climate's variance at α = 1.
-        g = member_generator(seed, self.source.times[time_index], member // 2, step=0)
-        a, b = torch.randint(self._climate.start, self._climate.stop, (2,), generator=g).tolist()
+    def initial_state(self, time_index: int) -> torch.Tensor:
+        """The normalised state at ``time_index`` as tokens."""
+        field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
+        return (self.to_tokens(field).to(self.mean.device) - self.mean) / self.std
+
+    @property
+    def perturbs(self) -> bool:
+        """Whether the sampler asks for random-field perturbations (at the start or after each step)."""
+        s = self.sampler
+        return isinstance(s, SamplerConfig) and (s.init_perturbation > 0 or s.step_perturbation > 0)
+
+    def perturbation(self, init_time: np.datetime64, member: int, seed: int, step: int) -> torch.Tensor:
+        """Member ``member``'s random-field perturbation at ``step`` (0: of the initial state), normalised tokens.
+
+        ± scale·(x_a − x_b)/√2 (Magnusson et al. 2009): the difference of two training-split states of the
+        model's own climate is balanced and has its spectrum, and /√2 gives it the climate's variance at scale 1.
+        Members 2p and 2p + 1 draw the same (a, b) with opposite signs, so each pair's mean is unperturbed.
+        """
+        s = self.sampler
+        scale = s.init_perturbation if step == 0 else s.step_perturbation
+        if scale == 0.0:
+            return torch.zeros((), device=self.mean.device)
+        g = member_generator(seed, init_time, member // 2, PERTURBATION_STREAM + step)
+        lo, n = self._climate.start, self._climate.stop - self._climate.start
+        a = int(torch.randint(n, (), generator=g))
+        b = int(torch.randint(n - 1, (), generator=g))
+        b += b >= a  # two different states: a zero perturbation would leave a pair unperturbed
+        a, b = lo + a, lo + b
         sign = 1.0 if member % 2 == 0 else -1.0
-        return state + sign * alpha / math.sqrt(2.0) * (self._normalised(a) - self._normalised(b))
+        return sign * scale / math.sqrt(2.0) * (self.initial_state(a) - self.initial_state(b))
 
     @cached_property
     def _climate(self) -> slice:
         """The training split's time indices: the states perturbations are drawn from."""
-        return WeatherSource(self.source.path, self.cfg.data, "train", grid=self.source.grid.shape).split_slice
-
-    def _normalised(self, time_index: int) -> torch.Tensor:
-        field = self.source.read(time_index, np.arange(self.cfg.grid.lat), np.arange(self.cfg.grid.lon))
-        return (self.to_tokens(field).to(self.mean.device) - self.mean) / self.std
+        part = WeatherSource(self.source.path, self.cfg.data, "train", grid=self.source.grid.shape).split_slice
+        if part.stop - part.start < 2:
+            raise DataError(f"random-field perturbations need two training-split states in {self.source.path}, "
+                            f"found {part.stop - part.start}", every_rank=True)
+        return part
 
     def step(self, state: torch.Tensor, generators, valid_times: np.ndarray) -> torch.Tensor:
         """The rollout step for a batch of rows: state_k = state_{k−1} + sampled tendency, each row forced at
@@ -275,9 +295,10 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     size = max(1, math.ceil(len(rows) / math.ceil(len(rows) / batch))) if rows else 1
     for a in range(0, len(rows), size):
         chunk = rows[a:a + size]
-        state = torch.stack([fc.initial_state(inits[i], m, seed) for i, m in chunk])
+        state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
         with space_errors(out, rerun):
-            rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0)
+            rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0,
+                    perturb=fc.perturbation if fc.perturbs else None)
     if dist.is_initialized():
         dist.barrier()
     return out

@@ -30,6 +30,7 @@ from aeris_ds.forecast.store import ForecastStore
 
 StepFn = Callable[[Tensor, Sequence[torch.Generator], np.ndarray], Tensor]
 Row = tuple[int, int]  # (init time index in the store, member)
+Perturb = Callable[[np.datetime64, int, int, int], Tensor]  # (init time, member, seed, step) → state change
 
 
 class RolloutError(RuntimeError):
@@ -81,6 +82,7 @@ def rollout(
     to_physical: Callable[[Tensor], dict[str, np.ndarray]],
     seed: int,
     progress: bool = True,
+    perturb: Perturb | None = None,
 ) -> None:
     """Advance ``rows`` ((init index, member) pairs) ``n_steps`` steps in one batch, writing each step as
     it is produced.
@@ -89,6 +91,8 @@ def rollout(
     the store resume from their last completed step. ``to_physical(states[B, ...])`` returns WB2
     variables in physical units, each ``[B, ([level,] lat, lon)]``. A row whose new state is
     non-finite stops (its earlier steps stay written); the others finish, then RolloutError is raised.
+    ``perturb(init time, member, seed, k)`` is added to a row's state before its first step (k = 0) and after
+    each step k, before the step is written (a pure function of its arguments, so a resumed run is exact).
     """
     if not rows or init_state.shape[0] != len(rows):
         raise ValueError(f"init_state has {init_state.shape[0]} rows for {len(rows)} (init, member) rows")
@@ -101,6 +105,8 @@ def rollout(
     for r, (i, m) in enumerate(rows):
         if done[r] > 0:
             states[r] = _from_numpy(store.load_state(i, m, done[r]), init_state)
+        elif perturb is not None:
+            states[r] = states[r] + perturb(inits[r], m, seed, 0)
     alive = [True] * len(rows)
     failures: list[tuple[np.datetime64, int, int]] = []
     what = f"init {inits[0]}" if len(set(inits)) == 1 else f"{len(set(inits))} inits"
@@ -114,6 +120,8 @@ def rollout(
         if new.shape != batch.shape or new.dtype != batch.dtype:
             raise ValueError(f"step_fn returned {tuple(new.shape)} {new.dtype}, "
                              f"expected {tuple(batch.shape)} {batch.dtype}")
+        if perturb is not None:
+            new = new + torch.stack([perturb(inits[r], rows[r][1], seed, k).expand_as(new[0]) for r in live])
         finite = torch.isfinite(new.reshape(len(live), -1)).all(dim=1).tolist()
         good = [j for j, ok in enumerate(finite) if ok]
         fields = to_physical(new[good]) if good else {}

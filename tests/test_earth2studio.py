@@ -18,6 +18,7 @@ from aeris_ds.config import SamplerConfig
 pytest.importorskip("aeris_ds.interop.earth2studio", reason="the earth2studio extra is not installed")
 
 SAMPLER = SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01)
+PERTURBED = SAMPLER.model_copy(update={"init_perturbation": 0.2, "step_perturbation": 0.1})
 SEED = 3
 
 
@@ -48,11 +49,11 @@ def inits(tiny_store) -> np.ndarray:
     return times[[len(times) // 2, len(times) // 2 + 3]]
 
 
-def _forecast(weights, store, out, inits, members, lead) -> xr.Dataset:
+def _forecast(weights, store, out, inits, members, lead, sampler: SamplerConfig = SAMPLER) -> xr.Dataset:
     from aeris_ds.forecast.driver import run_forecast
 
     times = ",".join(np.datetime_as_string(t, unit="h") for t in inits)
-    return xr.open_zarr(run_forecast(weights, store, out, times, members, lead, SAMPLER, seed=SEED, progress=False))
+    return xr.open_zarr(run_forecast(weights, store, out, times, members, lead, sampler, seed=SEED, progress=False))
 
 
 def _assert_same(converted: xr.Dataset, forecast: xr.Dataset) -> None:
@@ -107,7 +108,9 @@ def test_one_step_models_step_as_forecast_consistency_steps_1(objective, tiny_st
     _assert_same(to_wb2(e2s), xr.open_zarr(fc).isel(number=0))
 
 
-def test_ensemble_workflow_equals_forecast_members_and_scores_the_same(weights, tiny_store, inits, tmp_path):
+@pytest.mark.parametrize("sampler", [SAMPLER, PERTURBED], ids=["plain", "random-field perturbations"])
+def test_ensemble_workflow_equals_forecast_members_and_scores_the_same(weights, tiny_store, inits, tmp_path,
+                                                                       sampler):
     from earth2studio import run
     from earth2studio.io import ZarrBackend
     from earth2studio.perturbation import Zero
@@ -115,12 +118,12 @@ def test_ensemble_workflow_equals_forecast_members_and_scores_the_same(weights, 
     from aeris_ds.cli import main
     from aeris_ds.interop.earth2studio import AERIS, AERISData, to_wb2
 
-    model = AERIS.from_weights(weights, tiny_store, SAMPLER, seed=SEED)
+    model = AERIS.from_weights(weights, tiny_store, sampler, seed=SEED)
     run.ensemble(list(inits), 2, 3, model, AERISData(tiny_store, weights), ZarrBackend(str(tmp_path / "e2s.zarr")),
                  Zero(), device="cpu", verbose=False)
     to_wb2(xr.open_zarr(tmp_path / "e2s.zarr")).to_zarr(tmp_path / "converted.zarr")  # the README's one line
     converted = xr.open_zarr(tmp_path / "converted.zarr")
-    fc = _forecast(weights, tiny_store, tmp_path / "fc.zarr", inits, 3, "12h")
+    fc = _forecast(weights, tiny_store, tmp_path / "fc.zarr", inits, 3, "12h", sampler)
     _assert_same(converted, fc)
     assert converted["geopotential"].std("number").mean() > 0, "members must differ"
 

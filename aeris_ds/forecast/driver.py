@@ -145,7 +145,7 @@ class Forecaster:
         s = self.sampler
         scale = s.init_perturbation if step == 0 else s.step_perturbation
         if scale == 0.0:
-            return torch.zeros((), device=self.mean.device)
+            return torch.zeros(self.ids.size, self.cfg.data.n_channels, device=self.mean.device)
         g = member_generator(seed, init_time, member // 2, PERTURBATION_STREAM + step)
         lo, n = self._climate.start, self._climate.stop - self._climate.start
         a = int(torch.randint(n, (), generator=g))

@@ -54,11 +54,21 @@ def member_generator(seed: int, init_time: np.datetime64, member: int, step: int
 
 
 def advance(step_fn: StepFn, states: Tensor, inits: Sequence[np.datetime64], members: Sequence[int], step: int,
-            lead: np.timedelta64, seed: int) -> Tensor:
+            lead: np.timedelta64, seed: int, perturb: Perturb | None = None) -> Tensor:
     """Step ``step`` (1-based, ending at ``lead`` = step·Δt) of rows (init time, member): each row's generator
-    and its valid time init + lead, as every rollout of aeris-ds draws them."""
+    and its valid time init + lead, as every rollout of aeris-ds draws them. Before step 1 each row gets
+    ``perturb(init, member, seed, 0)``, after step k ``perturb(init, member, seed, k)``."""
+    if perturb is not None and step == 1:
+        states = states + perturbations(perturb, inits, members, seed, 0)
     gens = [member_generator(seed, t, m, step, states.device) for t, m in zip(inits, members, strict=True)]
-    return step_fn(states, gens, np.array([t + lead for t in inits]))
+    new = step_fn(states, gens, np.array([t + lead for t in inits]))
+    return new if perturb is None else new + perturbations(perturb, inits, members, seed, step)
+
+
+def perturbations(perturb: Perturb, inits: Sequence[np.datetime64], members: Sequence[int], seed: int,
+                  step: int) -> Tensor:
+    """The rows' perturbations at ``step``, stacked."""
+    return torch.stack([perturb(t, m, seed, step) for t, m in zip(inits, members, strict=True)])
 
 
 def _to_numpy(x: Tensor) -> np.ndarray:
@@ -92,7 +102,8 @@ def rollout(
     variables in physical units, each ``[B, ([level,] lat, lon)]``. A row whose new state is
     non-finite stops (its earlier steps stay written); the others finish, then RolloutError is raised.
     ``perturb(init time, member, seed, k)`` is added to a row's state before its first step (k = 0) and after
-    each step k, before the step is written (a pure function of its arguments, so a resumed run is exact).
+    each step k, before the step is written (``advance``; a pure function of its arguments, so a resumed run
+    is exact).
     """
     if not rows or init_state.shape[0] != len(rows):
         raise ValueError(f"init_state has {init_state.shape[0]} rows for {len(rows)} (init, member) rows")
@@ -105,8 +116,6 @@ def rollout(
     for r, (i, m) in enumerate(rows):
         if done[r] > 0:
             states[r] = _from_numpy(store.load_state(i, m, done[r]), init_state)
-        elif perturb is not None:
-            states[r] = states[r] + perturb(inits[r], m, seed, 0)
     alive = [True] * len(rows)
     failures: list[tuple[np.datetime64, int, int]] = []
     what = f"init {inits[0]}" if len(set(inits)) == 1 else f"{len(set(inits))} inits"
@@ -116,12 +125,10 @@ def rollout(
             break
         batch = states[live]
         new = advance(step_fn, batch, [inits[r] for r in live], [rows[r][1] for r in live], k, store.leads[k - 1],
-                      seed)
+                      seed, perturb)
         if new.shape != batch.shape or new.dtype != batch.dtype:
             raise ValueError(f"step_fn returned {tuple(new.shape)} {new.dtype}, "
                              f"expected {tuple(batch.shape)} {batch.dtype}")
-        if perturb is not None:
-            new = new + torch.stack([perturb(inits[r], rows[r][1], seed, k).expand_as(new[0]) for r in live])
         finite = torch.isfinite(new.reshape(len(live), -1)).all(dim=1).tolist()
         good = [j for j, ok in enumerate(finite) if ok]
         fields = to_physical(new[good]) if good else {}

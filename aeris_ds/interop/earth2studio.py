@@ -7,7 +7,8 @@ name (``z500``, ``t850``, ``t2m``, ``msl``: earth2studio's WB2Lexicon over the c
 levels), on the model's grid (latitude ascending, longitude in [0, 360), the store's rows only, as forecast
 stores hold them). A step is ``Forecaster.step`` through ``forecast.rollout.advance``: the sampler, forcings and
 per-member generators of ``aeris-ds forecast``. Row (init time t, member m) draws its noise from
-``member_generator(seed, t, m, step)`` alone, so member m of an earth2studio run (the ``ensemble`` coordinate of
+``member_generator(seed, t, m, step)`` alone (and its random-field perturbations, if the sampler sets them, from
+(seed, t, m // 2, step)), so member m of an earth2studio run (the ``ensemble`` coordinate of
 ``run.ensemble``) is member m of ``aeris-ds forecast --seed SEED``; without an ``ensemble`` dimension the rows
 are members ``member``, ``member`` + 1, … in the order of the leading dims (one row: ``member``).
 """
@@ -254,7 +255,8 @@ class AERIS:
 
     def _advance(self, state: torch.Tensor, inits: np.ndarray, members: list[int], step: int) -> torch.Tensor:
         with torch.no_grad():  # as the rollout: a step's graph would chain every step to the next
-            return advance(self.fc.step, state, inits, members, step, step * self.dt, self.seed)
+            return advance(self.fc.step, state, inits, members, step, step * self.dt, self.seed,
+                           self.fc.perturbation if self.fc.perturbs else None)
 
     def __call__(self, x: torch.Tensor, coords: CoordSystem) -> tuple[torch.Tensor, CoordSystem]:
         """One step from physical fields x; ``create_iterator`` keeps the model's own state between steps."""

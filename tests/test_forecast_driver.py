@@ -219,7 +219,7 @@ def test_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp
     assert len(draws) == 6, "each pair and each step draws its own states"
     assert not torch.equal(fc.perturbation(t0 + fc.lead, 0, 7, 0), fc.perturbation(t0, 0, 7, 0))
     plain = Forecaster(weights, tiny_store, SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01))
-    assert not plain.perturbs and fc.perturbs
+    assert plain.perturb is None and fc.perturb is not None
 
     out = run_forecast(weights, tiny_store, tmp_path / "fc.zarr", "test:1", 4, "12h", sampler, seed=7,
                        progress=False)

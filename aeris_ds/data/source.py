@@ -127,7 +127,7 @@ class WeatherSource:
         self._group = group = zarr.open_group(ShardIndexCache(base), mode="r")
         self.arrays = {name: group[name] for name in data.atmospheric + data.surface}
         self.times = self.ds["time"].values
-        self.split_slice = self._split(split)
+        self.split_slice = self.split_range(split)
         step = np.diff(self.times[:2]).astype("timedelta64[h]").astype(int)[0] if len(self.times) > 1 else 0
         lead = data.lead_hours
         if step <= 0 or lead % step:
@@ -167,7 +167,7 @@ class WeatherSource:
                                 "add the static fields to the store or drop `statics` from the config",
                                 every_rank=True)
 
-    def _split(self, split: str | None) -> slice:
+    def split_range(self, split: str | None) -> slice:
         """Index range of a split: ``data.splits`` in the YAML, else the store's ``split_<name>`` attribute;
         everything when ``split`` is None."""
         if split is None:

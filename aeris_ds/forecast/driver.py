@@ -40,7 +40,7 @@ from aeris_ds.data.stats import load_stats, stats_path
 from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import sample
 from aeris_ds.errors import ConfigError, DataError, OutputError, log_to, run_command
-from aeris_ds.forecast.rollout import member_generator, rollout
+from aeris_ds.forecast.rollout import Perturb, member_generator, rollout
 from aeris_ds.forecast.spectral import SpectralTruncation
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
@@ -130,10 +130,12 @@ class Forecaster:
         return (self.to_tokens(field).to(self.mean.device) - self.mean) / self.std
 
     @property
-    def perturbs(self) -> bool:
-        """Whether the sampler asks for random-field perturbations (at the start or after each step)."""
+    def perturb(self) -> Perturb | None:
+        """``perturbation`` when the sampler asks for random-field perturbations (at the start or after each
+        step), else None: what rollouts and ``advance`` take."""
         s = self.sampler
-        return isinstance(s, SamplerConfig) and (s.init_perturbation > 0 or s.step_perturbation > 0)
+        wanted = isinstance(s, SamplerConfig) and (s.init_perturbation > 0 or s.step_perturbation > 0)
+        return self.perturbation if wanted else None
 
     def perturbation(self, init_time: np.datetime64, member: int, seed: int, step: int) -> torch.Tensor:
         """Member ``member``'s random-field perturbation at ``step`` (0: of the initial state), normalised tokens.
@@ -158,7 +160,7 @@ class Forecaster:
     @cached_property
     def _climate(self) -> slice:
         """The training split's time indices: the states perturbations are drawn from."""
-        part = WeatherSource(self.source.path, self.cfg.data, "train", grid=self.source.grid.shape).split_slice
+        part = self.source.split_range(self.cfg.data.train_split)
         if part.stop - part.start < 2:
             raise DataError(f"random-field perturbations need two training-split states in {self.source.path}, "
                             f"found {part.stop - part.start}", every_rank=True)
@@ -237,7 +239,7 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
     parsed = parse_init_times(spec)
     if isinstance(parsed, tuple):
         split, count = parsed
-        part = WeatherSource(source.path, source.cfg, split, grid=source.grid.shape).split_slice
+        part = source.split_range(split)
         last = part.stop - 1 - n_steps * source.lead_steps
         if last < part.start:
             raise DataError(f"split {split} of {source.path} is shorter than the lead of {n_steps} steps",
@@ -298,7 +300,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
         state = torch.stack([fc.initial_state(inits[i]) for i, _ in chunk])
         with space_errors(out, rerun):
             rollout(fc.step, state, n_steps, fc_store, chunk, fc.to_physical, seed, progress=progress and rank == 0,
-                    perturb=fc.perturbation if fc.perturbs else None)
+                    perturb=fc.perturb)
     if dist.is_initialized():
         dist.barrier()
     return out

@@ -255,8 +255,7 @@ class AERIS:
 
     def _advance(self, state: torch.Tensor, inits: np.ndarray, members: list[int], step: int) -> torch.Tensor:
         with torch.no_grad():  # as the rollout: a step's graph would chain every step to the next
-            return advance(self.fc.step, state, inits, members, step, step * self.dt, self.seed,
-                           self.fc.perturbation if self.fc.perturbs else None)
+            return advance(self.fc.step, state, inits, members, step, step * self.dt, self.seed, self.fc.perturb)
 
     def __call__(self, x: torch.Tensor, coords: CoordSystem) -> tuple[torch.Tensor, CoordSystem]:
         """One step from physical fields x; ``create_iterator`` keeps the model's own state between steps."""

@@ -166,8 +166,9 @@ class SamplerConfig(Strict):
         0.0, ge=0, description="members start from the initial state ± this × (x_a − x_b)/√2, x_a and x_b two "
         "training-split states drawn per member pair (random-field perturbations): 0 starts every member from it")
     step_perturbation: float = Field(
-        0.0, ge=0, description="the same random-field perturbation, drawn anew, added after every step (additive "
-        "inflation for model error the network does not represent); 0: none")
+        0.0, ge=0, description="the same random-field perturbation, drawn anew, added to the input of every "
+        "later step (additive inflation for model error the network does not represent; the forecast written is "
+        "the network's output, so it carries only perturbations it has evolved); 0: none")
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:

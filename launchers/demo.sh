@@ -2,7 +2,7 @@
 # The main job on this machine: generate the embedded Held–Suarez data if missing, train the `small`
 # Swin diffusion model with SWiPe on local CPU ranks (deepspeed launcher), forecast an ensemble from
 # held-out initial conditions, and write the WeatherBench2 scorecard and plots. Rerunning continues.
-# Extra arguments go to `aeris-ds demo` (e.g. --minutes 12 --nproc 2 --lead 30d).
+# Extra arguments go to `aeris-ds demo` (e.g. --minutes 14 --nproc 2 --lead 30d).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 start=$EPOCHREALTIME

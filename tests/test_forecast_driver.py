@@ -182,10 +182,10 @@ def test_compiled_forecast_equals_eager(weights, tiny_store):
 
 
 def test_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp_path):
-    """Random-field perturbations: members 2p and 2p + 1 start from x0 ± α·(x_a − x_b)/√2 and get ± β·(x_c − x_d)/√2
-    after each step, x_a … x_d training-split states (found here by brute force from the store itself); other pairs,
-    steps and init times draw other states; the streamed forecast is the in-memory rollout with them, and resumes
-    exactly."""
+    """Random-field perturbations: members 2p and 2p + 1 start from x0 ± α·(x_a − x_b)/√2 and each later step's
+    input gets ± β·(x_c − x_d)/√2, x_a … x_d training-split states (found here by brute force from the store
+    itself); other pairs, steps and init times draw other states; the streamed forecast is the in-memory rollout
+    with them, and resumes exactly."""
     import torch
 
     from aeris_ds.config import SamplerConfig
@@ -228,10 +228,10 @@ def test_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp
     start = fc.initial_state(int(np.flatnonzero(fc.source.times == t0)[0]))
     with torch.no_grad():  # the streamed members are the in-memory rollouts with their perturbations
         for m in range(4):
-            state = (start + fc.perturbation(t0, m, 7, 0))[None]
-            for k in (1, 2):
+            state = start[None]
+            for k in (1, 2):  # step k evolves the perturbation k − 1 and writes the network's output
+                state = state + fc.perturbation(t0, m, 7, k - 1)
                 state = fc.step(state, [member_generator(7, t0, m, k)], np.array([t0 + k * fc.lead]))
-                state = state + fc.perturbation(t0, m, 7, k)
                 np.testing.assert_allclose(ds["geopotential"].values[0, k - 1, m],
                                            fc.to_physical(state)["geopotential"][0], rtol=2e-5, atol=1e-4,
                                            err_msg=f"member {m} step {k}")

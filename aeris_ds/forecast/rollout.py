@@ -56,13 +56,13 @@ def member_generator(seed: int, init_time: np.datetime64, member: int, step: int
 def advance(step_fn: StepFn, states: Tensor, inits: Sequence[np.datetime64], members: Sequence[int], step: int,
             lead: np.timedelta64, seed: int, perturb: Perturb | None = None) -> Tensor:
     """Step ``step`` (1-based, ending at ``lead`` = step·Δt) of rows (init time, member): each row's generator
-    and its valid time init + lead, as every rollout of aeris-ds draws them. Before step 1 each row gets
-    ``perturb(init, member, seed, 0)``, after step k ``perturb(init, member, seed, k)``."""
-    if perturb is not None and step == 1:
-        states = states + perturbations(perturb, inits, members, seed, 0)
+    and its valid time init + lead, as every rollout of aeris-ds draws them. The step's input gets
+    ``perturb(init, member, seed, step − 1)`` (0: the initial perturbation); its output is the network's, so a
+    forecast carries no perturbation it has not yet evolved."""
+    if perturb is not None:
+        states = states + perturbations(perturb, inits, members, seed, step - 1)
     gens = [member_generator(seed, t, m, step, states.device) for t, m in zip(inits, members, strict=True)]
-    new = step_fn(states, gens, np.array([t + lead for t in inits]))
-    return new if perturb is None else new + perturbations(perturb, inits, members, seed, step)
+    return step_fn(states, gens, np.array([t + lead for t in inits]))
 
 
 def perturbations(perturb: Perturb, inits: Sequence[np.datetime64], members: Sequence[int], seed: int,
@@ -101,9 +101,8 @@ def rollout(
     the store resume from their last completed step. ``to_physical(states[B, ...])`` returns WB2
     variables in physical units, each ``[B, ([level,] lat, lon)]``. A row whose new state is
     non-finite stops (its earlier steps stay written); the others finish, then RolloutError is raised.
-    ``perturb(init time, member, seed, k)`` is added to a row's state before its first step (k = 0) and after
-    each step k, before the step is written (``advance``; a pure function of its arguments, so a resumed run
-    is exact).
+    ``perturb(init time, member, seed, k − 1)`` is added to a row's state as step k's input, not to what step k
+    writes (``advance``; a pure function of its arguments, so a resumed run is exact).
     """
     if not rows or init_state.shape[0] != len(rows):
         raise ValueError(f"init_state has {init_state.shape[0]} rows for {len(rows)} (init, member) rows")

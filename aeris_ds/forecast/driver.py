@@ -131,8 +131,8 @@ class Forecaster:
 
     @property
     def perturb(self) -> Perturb | None:
-        """``perturbation`` when the sampler asks for random-field perturbations (at the start or after each
-        step), else None: what rollouts and ``advance`` take."""
+        """``perturbation`` when the sampler asks for random-field perturbations (of the initial state or of each
+        later step's input), else None: what rollouts and ``advance`` take."""
         s = self.sampler
         wanted = isinstance(s, SamplerConfig) and (s.init_perturbation > 0 or s.step_perturbation > 0)
         return self.perturbation if wanted else None

@@ -48,7 +48,7 @@ from aeris_ds.parallel.layout import WindowGrid
 from aeris_ds.parallel.mappings import BYTES_SENT, reset_byte_counters
 from aeris_ds.parallel.router import WindowRouting
 from aeris_ds.parallel.state import end_distributed, init_distributed, init_parallel, validate_layout
-from aeris_ds.perf.flops import cpu_gemm_rate, peak_flops, step_flops
+from aeris_ds.perf.flops import cpu_gemm_rate, native_bf16, peak_flops, step_flops
 from aeris_ds.weights import gather_weights, load_initial, save_weights
 
 
@@ -96,12 +96,26 @@ def signature(cfg: ExperimentConfig) -> dict:
             "grid": [cfg.grid.lat, cfg.grid.lon], "layout": str(cfg.layout.as_layout())}
 
 
+def apply_precision(setting: str | bool | None, ds_config: dict, source: str) -> None:
+    """Set the DeepSpeed config's bf16 section from train.bf16 (see TrainConfig); "auto" turns bf16 on only where
+    the device has it natively: emulated bf16 is slower than fp32."""
+    if setting is None:
+        return
+    enabled = native_bf16() if setting == "auto" else bool(setting)
+    if enabled and ds_config.get("fp16", {}).get("enabled"):
+        if setting == "auto":
+            return
+        raise ConfigError(f"{source}: fp16 is enabled, so train.bf16 cannot be true as well")
+    ds_config["bf16"] = {**ds_config.get("bf16", {}), "enabled": enabled}
+
+
 def setup(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None):
     """Everything before the first step: distributed init, layout, data, model, engine."""
     init_distributed()
     layout = cfg.layout.as_layout()
     pipeline = cfg.layout.pp > 1
     check_engine(cfg, ds_config, pipeline)
+    apply_precision(cfg.train.bf16, ds_config, cfg.train.ds_config)
     geometry = WindowGrid(cfg.grid.lat, cfg.grid.lon, cfg.model.window, assignment=cfg.layout.window_assignment,
                           lat_mode=cfg.model.lat_mode)
     grid = validate_layout(layout, dist.get_world_size(), geometry, cfg.model.heads, cfg.model.depth)
@@ -243,6 +257,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     weights = gather_weights(engine.module, ema, ps)
     summary = {"steps": step, "samples_seen": step * global_batch, "planned_steps": budget.total,
                "schedule_complete": step >= budget.total, "final_lr": float(engine.get_lr()[0]),
+               "precision": "bf16" if engine.bfloat16_enabled() else "fp32",
                "step_s_planned": budget.step_s, "plans": budget.plans, "budget_minutes": cfg.train.max_minutes,
                "history": history,
                "wall_s": time.time() - started, "total_s": time.time() - t0, "checkpoint": str(ckpt_dir),

@@ -82,11 +82,6 @@ def gemm_rate(dtype: torch.dtype, max_size: int, seconds: float = 2.0) -> float:
     return 2 * size**3 * n / elapsed
 
 
-def native_bf16() -> bool:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def make_store(path: Path, lat: int, lon: int) -> Path:
     """Synthetic store in the `small` preset's channels, with its normalization stats."""
     from aeris_ds.config import load_config
@@ -104,7 +99,8 @@ def case_config(name: str, variant: str, store: Path, out: Path, big: tuple[int,
     from aeris_ds.config import load_config
 
     model = {"checkpoint_activations": True} if variant == "checkpointed" else {}
-    train = {"out_dir": str(out), "wandb_mode": "disabled", "compile": variant == "compiled"}
+    # bf16 None: the case's precision is its DeepSpeed config's (the preset's "auto" would override it)
+    train = {"out_dir": str(out), "wandb_mode": "disabled", "compile": variant == "compiled", "bf16": None}
     common = {"data": {"store": str(store), "workers": 0}, "train": train}
     if name == "small":
         return load_config("small", {**common, "layout": {"wp": 1}, "model": model}), 8, 1
@@ -238,6 +234,7 @@ def main() -> None:
     on_cpu = args.device == "cpu"
     torch.set_num_threads(args.threads)
     register_cpu_sdpa_flops()
+    from aeris_ds.perf.flops import native_bf16
 
     if args.precisions != "auto":
         precisions = args.precisions.split(",")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -152,6 +153,19 @@ def peak_flops(device_kind: str, dtype: str | torch.dtype = "bf16") -> float:
 
 
 _CPU_RATE: dict[str, float] = {}
+
+
+def native_bf16() -> bool:
+    """Whether this rank's device computes bf16 natively: on the CPU, bf16 dot products in hardware (AVX512-BF16
+    or AMX; without them bf16 runs emulated, slower than fp32); on an accelerator, what DeepSpeed's says."""
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    if accelerator.device_name() != "cpu":
+        return bool(accelerator.is_bf16_supported())
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cpu_gemm_rate(dtype: str = "fp32", size: int = 1024, seconds: float = 1.0) -> float:

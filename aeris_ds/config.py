@@ -213,9 +213,10 @@ class TrainConfig(Strict):
     resume_from: str | None = Field(None, description="run folder or checkpoint tag to start from when out_dir "
                                     "has none; any layout or ZeRO stage")
     bf16: Literal["auto"] | bool | None = Field(None, description="bf16 weights and activations with fp32 master "
-                                                "weights (DeepSpeed's bf16 section): true, false, auto (where the "
-                                                "device computes bf16 natively) or unset (as the DeepSpeed config "
-                                                "says)")
+                                                "weights (DeepSpeed's bf16 section): true, false, unset (as the "
+                                                "DeepSpeed config says) or auto (a DeepSpeed config with a bf16 or "
+                                                "fp16 section decides; else bf16 where the device computes it "
+                                                "natively)")
     compile: bool = Field(False, description="torch.compile each Swin block: fused elementwise kernels, same maths; "
                           "forecasts from these weights compile too (aeris-ds forecast --no-compile)")
 

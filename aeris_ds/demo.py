@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(prog="aeris-ds demo", description=__doc__)
     p.add_argument("--config", default="small", type=config_ref, help="preset name or YAML path")
     p.add_argument("--nproc", type=positive_int, default=2, help="local ranks (the preset's layout must use them all)")
-    p.add_argument("--minutes", type=positive_float, default=14.0,
+    p.add_argument("--minutes", type=positive_float, default=15.0,
                    help="training wall-time budget (minutes, start-up included): the step count and LR schedule fit it")
     p.add_argument("--store", default="data/heldsuarez.zarr", type=output_path,
                    help="the embedded data: generated when missing")
     p.add_argument("--run", default="runs/demo", type=output_path)
     # Sized for 2 CPU cores with the preset's 24 h model: 20 × 4 (init, member) rows × 10 steps × 9 network
     # evaluations per step (5 sampler levels).
-    p.add_argument("--members", type=positive_int, default=4)
+    p.add_argument("--members", type=positive_int, default=8)
     p.add_argument("--init-times", default="test:20", type=init_times)
     p.add_argument("--lead", default="10d", type=lead, help="a multiple of the config's model step")
     # Rows per network call: a call on 40 full-grid rows runs ~1.6× slower per row than on ≤ 16 on this CPU

@@ -97,14 +97,13 @@ def signature(cfg: ExperimentConfig) -> dict:
 
 
 def apply_precision(setting: str | bool | None, ds_config: dict, source: str) -> None:
-    """Set the DeepSpeed config's bf16 section from train.bf16 (see TrainConfig); "auto" turns bf16 on only where
-    the device has it natively: emulated bf16 is slower than fp32."""
-    if setting is None:
+    """Set the DeepSpeed config's bf16 section from train.bf16 (see TrainConfig). "auto" leaves a config that says
+    its precision (a bf16 or fp16 section) as it is, and otherwise turns bf16 on only where the device has it
+    natively: emulated bf16 is slower than fp32."""
+    if setting is None or (setting == "auto" and ("bf16" in ds_config or "fp16" in ds_config)):
         return
     enabled = native_bf16() if setting == "auto" else bool(setting)
     if enabled and ds_config.get("fp16", {}).get("enabled"):
-        if setting == "auto":
-            return
         raise ConfigError(f"{source}: fp16 is enabled, so train.bf16 cannot be true as well")
     ds_config["bf16"] = {**ds_config.get("bf16", {}), "enabled": enabled}
 

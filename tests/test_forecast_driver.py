@@ -235,3 +235,48 @@ def test_perturbations_are_climate_differences_in_pairs(weights, tiny_store, tmp
                 np.testing.assert_allclose(ds["geopotential"].values[0, k - 1, m],
                                            fc.to_physical(state)["geopotential"][0], rtol=2e-5, atol=1e-4,
                                            err_msg=f"member {m} step {k}")
+
+
+def test_bf16_forecast_follows_fp32_and_defaults_to_how_the_weights_trained(weights, tiny_store, monkeypatch):
+    """bf16 autocast rolls out the same members as fp32 to bf16 rounding (random weights, as above); by default
+    it is on only for weights trained with train.bf16 true or auto on a device with native bf16."""
+    import torch
+
+    from aeris_ds.config import SamplerConfig
+    from aeris_ds.forecast import driver
+    from aeris_ds.forecast.rollout import member_generator
+
+    sampler = SamplerConfig(steps=2, sigma_max=20.0, sigma_min=0.01)
+    fp32, bf16 = (driver.Forecaster(weights, tiny_store, sampler, bf16=flag) for flag in (False, True))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in fp32.model.parameters():
+            p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+    bf16.model.load_state_dict(fp32.model.state_dict())
+    init = fp32.source.split_slice.start
+    t0 = fp32.source.times[init]
+    start = torch.stack([fp32.initial_state(init)] * 2)
+    a, b = start, start
+    with torch.no_grad():
+        for k in range(1, 3):
+            valid = np.array([t0 + k * fp32.lead] * 2)
+            a = fp32.step(a, [member_generator(1, t0, m, k) for m in range(2)], valid)
+            b = bf16.step(b, [member_generator(1, t0, m, k) for m in range(2)], valid)
+    assert b.dtype == torch.float32 and not torch.equal(a, b), "bf16 must change the arithmetic, not the state"
+    assert float((b - a).norm() / (a - start).norm()) < 0.03
+
+    monkeypatch.setattr(driver, "native_bf16", lambda: True)
+    assert not driver.Forecaster(weights, tiny_store, sampler).bf16  # the tiny preset trains in fp32
+    trained_bf16 = driver.ExperimentConfig(**{**driver.load_weights(weights)["meta"]["config"],
+                                              "train": {"bf16": "auto"}})
+    monkeypatch.setattr(driver, "load_weights", lambda path: {**_saved(weights), "meta": {
+        **_saved(weights)["meta"], "config": trained_bf16.model_dump(mode="json")}})
+    assert driver.Forecaster(weights, tiny_store, sampler).bf16
+    monkeypatch.setattr(driver, "native_bf16", lambda: False)
+    assert not driver.Forecaster(weights, tiny_store, sampler).bf16
+
+
+def _saved(weights: str) -> dict:
+    from aeris_ds.weights import load_weights
+
+    return load_weights(weights)

@@ -46,6 +46,7 @@ from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, ensure_space, space_errors, writing
+from aeris_ds.perf.flops import native_bf16
 from aeris_ds.weights import load_into, load_weights, objective_of
 
 # Generator streams of the perturbations: (member pair, this + step), apart from the members' own (member, step).
@@ -57,8 +58,10 @@ class Forecaster:
 
     def __init__(self, weights: str | Path, store: str | Path,
                  sampler: SamplerConfig | ConsistencySampler | None = None, use_ema: bool = True,
-                 compile: bool | None = None, lead: np.timedelta64 | None = None):
+                 compile: bool | None = None, lead: np.timedelta64 | None = None, bf16: bool | None = None):
         """``compile``: each Swin block through torch.compile; None: as the weights were trained (train.compile).
+        ``bf16``: the network under bf16 autocast (the state, sampler and projection stay fp32); None: where the
+        weights were trained in bf16 (train.bf16 true or auto) and this device computes bf16 natively.
         ``lead``: checked to be a whole number of model steps before the store or the model is touched."""
         saved = load_weights(weights)
         objective, consistent = objective_of(saved), isinstance(sampler, ConsistencySampler)
@@ -80,6 +83,7 @@ class Forecaster:
         self.real = self.source.grid.real  # model rows that are store rows; forecasts hold only these
         self.fill = self._padding_fill()
         load_into(self.model, saved["ema" if use_ema else "params"], weights)
+        self.bf16 = (cfg.train.bf16 in ("auto", True) and native_bf16()) if bf16 is None else bf16
         if cfg.train.compile if compile is None else compile:
             compile_blocks(self.model, say=not dist.is_initialized() or dist.get_rank() == 0)
         every = np.arange(cfg.grid.lat), np.arange(cfg.grid.lon)
@@ -175,7 +179,8 @@ class Forecaster:
         noise = torch.stack([torch.randn(state.shape[1:], generator=g, device=state.device) for g in generators])
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.model(torch.cat([x_t, state, forcing], dim=-1), t)
+            with torch.autocast(state.device.type, torch.bfloat16, enabled=self.bf16):
+                return self.model(torch.cat([x_t, state, forcing], dim=-1), t).float()
 
         draw = consistency_sample if isinstance(self.sampler, ConsistencySampler) else sample
         tendency = draw(velocity, noise, self.sampler, generator=list(generators))
@@ -255,7 +260,8 @@ def pick_init_times(source: WeatherSource, spec: str, n_steps: int) -> list[int]
 def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_times: str, members: int,
                  lead: str, sampler: SamplerConfig | ConsistencySampler | None = None,
                  seed: int = 0, use_ema: bool = True,
-                 progress: bool = True, overwrite: bool = False, batch: int = 64, compile: bool | None = None) -> Path:
+                 progress: bool = True, overwrite: bool = False, batch: int = 64, compile: bool | None = None,
+                 bf16: bool | None = None) -> Path:
     """Create (or resume) the forecast store and roll out this rank's share of the (init, member) rows.
 
     ``out`` must be new or a forecast store (resumed; replaced with ``overwrite``), never an input.
@@ -267,7 +273,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
     # Every rank checks before anything is loaded or written, so a refusal is raised on all of them at once.
     resume = check_output(out, KIND, inputs=[weights, store, stats_path(store)], overwrite=overwrite,
                           resumable=True)
-    fc = Forecaster(weights, store, sampler, use_ema, compile, lead=lead_td)
+    fc = Forecaster(weights, store, sampler, use_ema, compile, lead=lead_td, bf16=bf16)
     n_steps = int(lead_td // fc.lead)
     inits = pick_init_times(fc.source, init_times, n_steps)
     if dist.is_initialized():
@@ -279,7 +285,7 @@ def run_forecast(weights: str | Path, store: str | Path, out: str | Path, init_t
                 tmp, fc.source.times[inits], fc.lead * np.arange(1, n_steps + 1), members, fc.variables(),
                 fc.source.lat[fc.real], fc.source.lon,
                 attrs={"model": fc.cfg.name, "weights": str(weights), "sampler": repr(fc.sampler), "seed": seed,
-                       "ema": use_ema, "truth": str(store)})
+                       "ema": use_ema, "truth": str(store), "bf16": fc.bf16})
             fc_store.ensure_state((fc.ids.size, fc.cfg.data.n_channels), np.dtype("float32"))
             # Only metadata so far: refused here, nothing is left behind.
             ensure_space(out, fc_store.space_needed(n_steps), "forecast")
@@ -328,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
                           help="sample a one-step model (objective consistency or crps_finetune) in 1 or 2 steps")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="each Swin block through torch.compile (default: as the weights were trained, train.compile)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="the network under bf16 autocast (default: where the weights were trained in bf16 and the "
+                        "device computes bf16 natively)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     args = p.parse_args(argv)
@@ -339,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         out = run_forecast(args.weights, args.store, args.out, args.init_times, args.members, args.lead,
                            ConsistencySampler(args.consistency_steps) if args.consistency_steps
                            else sampler_overrides(args.weights, args.sampler), args.seed, not args.no_ema,
-                           overwrite=args.overwrite, batch=args.batch, compile=args.compile)
+                           overwrite=args.overwrite, batch=args.batch, compile=args.compile, bf16=args.bf16)
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"forecast written to {out}")
     finally:

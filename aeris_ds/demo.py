@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--store", default="data/heldsuarez.zarr", type=output_path,
                    help="the embedded data: generated when missing")
     p.add_argument("--run", default="runs/demo", type=output_path)
-    # Sized for 2 CPU cores with the preset's 24 h model: 20 × 4 (init, member) rows × 10 steps × 9 network
+    # Sized for 2 CPU cores with the preset's 24 h model: 20 × 8 (init, member) rows × 10 steps × 9 network
     # evaluations per step (5 sampler levels).
     p.add_argument("--members", type=positive_int, default=8)
     p.add_argument("--init-times", default="test:20", type=init_times)

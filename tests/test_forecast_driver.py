@@ -267,16 +267,10 @@ def test_bf16_forecast_follows_fp32_and_defaults_to_how_the_weights_trained(weig
 
     monkeypatch.setattr(driver, "native_bf16", lambda: True)
     assert not driver.Forecaster(weights, tiny_store, sampler).bf16  # the tiny preset trains in fp32
-    trained_bf16 = driver.ExperimentConfig(**{**driver.load_weights(weights)["meta"]["config"],
-                                              "train": {"bf16": "auto"}})
-    monkeypatch.setattr(driver, "load_weights", lambda path: {**_saved(weights), "meta": {
-        **_saved(weights)["meta"], "config": trained_bf16.model_dump(mode="json")}})
+    saved = driver.load_weights(weights)
+    trained_bf16 = {**saved["meta"]["config"], "train": {**saved["meta"]["config"]["train"], "bf16": "auto"}}
+    monkeypatch.setattr(driver, "load_weights", lambda path: {**saved, "meta": {**saved["meta"],
+                                                                               "config": trained_bf16}})
     assert driver.Forecaster(weights, tiny_store, sampler).bf16
     monkeypatch.setattr(driver, "native_bf16", lambda: False)
     assert not driver.Forecaster(weights, tiny_store, sampler).bf16
-
-
-def _saved(weights: str) -> dict:
-    from aeris_ds.weights import load_weights
-
-    return load_weights(weights)

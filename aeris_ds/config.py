@@ -128,6 +128,10 @@ class DiffusionConfig(Strict):
     scale_weights: list[Annotated[float, Field(ge=0)]] = Field(
         [], description="loss weight of the error's 2-, 4-, 8-… pixel scales inside each window (Haar levels, "
         "finest first; coarser scales keep 1): [] is the plain MSE, [2] doubles the finest scale's weight")
+    noise_spectrum: float = Field(
+        0.0, ge=0, le=1, description="noise coloured per spherical-harmonic degree like the training tendencies' "
+        "power raised to this exponent (diffusion/colored_noise.py): 0 white noise, 1 the tendencies' own spectrum; "
+        "needs a Gaussian grid")
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
@@ -137,6 +141,9 @@ class DiffusionConfig(Strict):
             raise ValueError("diffusion.scale_weights weights the denoising loss; crps_finetune has none")
         if self.objective == "crps_finetune" and not self.init_weights:
             raise ValueError("objective crps_finetune fine-tunes a consistency model: set diffusion.init_weights")
+        if self.noise_spectrum and self.objective != "diffusion":
+            raise ValueError(f"diffusion.noise_spectrum colours the diffusion's noise; objective {self.objective} "
+                             "draws white noise")
         return self
 
     @property

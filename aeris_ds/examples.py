@@ -19,8 +19,11 @@ from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.rechunk import warn_if_wasteful
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import Stats
+from aeris_ds.diffusion.colored_noise import NoiseColoring, noise_gains
 from aeris_ds.diffusion.trigflow import noisy_input, sample_time, velocity_target
 from aeris_ds.parallel.layout import WindowGrid
+
+SPECTRUM_SAMPLES = 128  # training tendencies that diffusion.noise_spectrum's power per degree is averaged over
 
 
 def channel_weights(cfg: ExperimentConfig) -> np.ndarray:
@@ -56,6 +59,24 @@ class TrainingExamples:
         w_full = lat_w.sum() * len(source.lon) * ch_w.sum()
         rows_w = np.repeat(lat_w[self.rows], len(self.cols))[self.take]
         self.weight = (rows_w[:, None] * ch_w[None, :] * (grid.wp * grid.sp) / w_full).astype(np.float32)
+        self.noise_gains = self._noise_gains() if cfg.diffusion.noise_spectrum else None
+        self.coloring = None if self.noise_gains is None else NoiseColoring(
+            source.lat, len(source.lon), self.noise_gains, f"{source.path} (diffusion.noise_spectrum)")
+
+    def _noise_gains(self) -> np.ndarray:
+        """diffusion.noise_spectrum's gains per channel and degree, from the normalised tendencies of
+        SPECTRUM_SAMPLES samples spread over the training split: whole fields, so every rank finds the same."""
+        src = self.source
+        picks = np.linspace(0, src.n_samples - 1, min(SPECTRUM_SAMPLES, src.n_samples)).round().astype(int)
+        starts = np.array([src.time_index(int(s)) for s in picks])
+        times = np.unique(np.concatenate([starts, starts + src.lead_steps]))
+        fields = src.read_times(times, np.arange(len(src.lat)), np.arange(len(src.lon)))
+        pos = np.searchsorted(times, starts)
+        tendencies = (fields[np.searchsorted(times, starts + src.lead_steps)] - fields[pos]) / self.tend_std[:, :, None]
+        n_lat, n_lon = len(src.lat), len(src.lon)
+        truncation = int(src.ds.attrs.get("spectral_truncation", min(n_lat, n_lon // 2) - 1))
+        return noise_gains(tendencies, src.lat, truncation, self.cfg.diffusion.noise_spectrum,
+                           f"{src.path} (diffusion.noise_spectrum)")
 
     @property
     def tendency_scale(self) -> np.ndarray:
@@ -102,11 +123,14 @@ class TrainingExamples:
 
     def noise(self, epoch: int, sample: int, channels: int, *key: int) -> np.ndarray:
         """Gaussian noise of this rank's block, drawn row by row from (seed, epoch, sample, row, key…), so any
-        split of the grid over ranks sees exactly the noise of the whole field."""
-        n_lon = len(self.source.lon)
-        rows = [np.random.default_rng([self.seed, epoch, sample, 1 + int(r), *key])
-                .standard_normal((channels, n_lon), dtype=np.float32)[:, self.cols] for r in self.rows]
-        return np.stack(rows, axis=1)
+        split of the grid over ranks sees exactly the noise of the whole field; coloured on the whole field
+        (diffusion.noise_spectrum) before the block is cut out."""
+        rows = self.rows if self.coloring is None else np.arange(len(self.source.lat))
+        z = np.stack([np.random.default_rng([self.seed, epoch, sample, 1 + int(r), *key])
+                      .standard_normal((channels, len(self.source.lon)), dtype=np.float32) for r in rows], axis=1)
+        if self.coloring is not None:
+            z = self.coloring(torch.from_numpy(z)).numpy()[:, self.rows]
+        return z[:, :, self.cols]
 
 
 class MicroBatches(torch.utils.data.Dataset):

@@ -262,8 +262,10 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
                "wall_s": time.time() - started, "total_s": time.time() - t0, "checkpoint": str(ckpt_dir),
                "weights": str(out / "weights.pt")}
     if rank0:
+        gains = batches.ex.noise_gains
         save_weights(weights, out / "weights.pt", {"config": cfg.model_dump(mode="json"), "step": step,
-                                                 "objective": cfg.diffusion.objective})
+                                                 "objective": cfg.diffusion.objective,
+                                                 "noise_gains": None if gains is None else gains.tolist()})
         (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
     return summary
 

@@ -9,7 +9,7 @@ from numpy.polynomial import legendre
 from scipy.special import sph_harm_y
 
 from aeris_ds.errors import DataError
-from aeris_ds.forecast.spectral import SpectralTruncation
+from aeris_ds.spectral import SpectralTruncation
 
 N_LAT, N_LON, T = 32, 64, 21
 LAT = np.degrees(np.arcsin(legendre.leggauss(N_LAT)[0]))  # the T21 Gaussian grid, south to north

@@ -76,12 +76,14 @@ def sample(
     cfg: SamplerConfig,
     generator: Generators = None,
     sigmas: Tensor | None = None,
+    color: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Solve the probability-flow ODE from x_t = sin t_max·noise down to t = 0; returns x̂0.
 
     ``velocity(x_t, t)`` is the v-predictor with conditioning closed over; ``t`` has shape [B].
     ``generator`` (one, or one per batch row) drives churn only. ``sigmas`` overrides the Karras
-    schedule (decreasing, ending with 0).
+    schedule (decreasing, ending with 0). ``color`` maps white noise to the training noise's colour (as
+    ``noise`` already has it; diffusion/colored_noise.py) for churn's fresh noise.
     """
     sig = (karras_sigmas(cfg) if sigmas is None else sigmas.double().cpu()).tolist()
     if sig[-1] != 0.0 or any(b >= a for a, b in itertools.pairwise(sig)):
@@ -93,7 +95,8 @@ def sample(
         s, s_next = sig[i], sig[i + 1]
         if gamma_max > 0.0 and cfg.s_tmin <= s <= cfg.s_tmax:
             s_hat = s * (1.0 + gamma_max)
-            y = y + math.sqrt(s_hat**2 - s**2) * cfg.s_noise * _randn_like(y, generator)
+            fresh = _randn_like(y, generator)
+            y = y + math.sqrt(s_hat**2 - s**2) * cfg.s_noise * (fresh if color is None else color(fresh))
             s = s_hat
         d = _denoise(velocity, y, s)
         if s_next == 0.0:

@@ -37,16 +37,17 @@ from aeris_ds.config import ExperimentConfig, SamplerConfig
 from aeris_ds.data.forcings import Forcings
 from aeris_ds.data.source import WeatherSource
 from aeris_ds.data.stats import load_stats, stats_path
+from aeris_ds.diffusion.colored_noise import NoiseColoring
 from aeris_ds.diffusion.consistency import ConsistencySampler, consistency_sample
 from aeris_ds.diffusion.sampler import sample
-from aeris_ds.errors import ConfigError, DataError, OutputError, log_to, run_command
+from aeris_ds.errors import CheckpointError, ConfigError, DataError, OutputError, log_to, run_command
 from aeris_ds.forecast.rollout import Perturb, member_generator, rollout
-from aeris_ds.forecast.spectral import SpectralTruncation
 from aeris_ds.forecast.store import KIND, ForecastStore
 from aeris_ds.model.compiled import compile_blocks
 from aeris_ds.model.swin_dit import single_process_model
 from aeris_ds.outputs import check_output, ensure_space, space_errors, writing
 from aeris_ds.perf.flops import native_bf16
+from aeris_ds.spectral import SpectralTruncation
 from aeris_ds.weights import load_into, load_weights, objective_of
 
 # Generator streams of the perturbations: (member pair, this + step), apart from the members' own (member, step).
@@ -94,6 +95,18 @@ class Forecaster:
         # the channels SpectralTruncation.fields projects as u·cos φ
         self.wind = torch.tensor([any(w in n for w in ("u_component_of_wind", "v_component_of_wind"))
                                   for n in cfg.data.channel_names])
+        self.coloring = self._coloring(saved["meta"].get("noise_gains"), weights, store)
+
+    def _coloring(self, gains: list | None, weights: str | Path, store: str | Path) -> NoiseColoring | None:
+        """The training noise's colour (diffusion.noise_spectrum), saved with the weights; None for white noise."""
+        if not self.cfg.diffusion.noise_spectrum:
+            return None
+        if gains is None:
+            raise CheckpointError(f"{weights} was trained with diffusion.noise_spectrum but holds no noise_gains")
+        if self.fill is not None:
+            raise ConfigError(f"diffusion.noise_spectrum needs the store's whole grid, but "
+                              f"grid.lat={self.cfg.grid.lat} pads {store}")
+        return NoiseColoring(self.source.lat, self.cfg.grid.lon, gains, f"{store} (diffusion.noise_spectrum)")
 
     def _truncation(self, store: str | Path) -> SpectralTruncation:
         n = self.source.ds.attrs.get("spectral_truncation")
@@ -176,32 +189,44 @@ class Forecaster:
         times, which = np.unique(valid_times, return_inverse=True)
         forcing = torch.stack([self.to_tokens(self.forcings(t)) for t in times])[torch.from_numpy(which)]
         forcing = forcing.to(state.device)
-        noise = torch.stack([torch.randn(state.shape[1:], generator=g, device=state.device) for g in generators])
+        noise = self._colored(torch.stack([torch.randn(state.shape[1:], generator=g, device=state.device)
+                                           for g in generators]))
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.autocast(state.device.type, torch.bfloat16, enabled=self.bf16):
                 return self.model(torch.cat([x_t, state, forcing], dim=-1), t).float()
 
-        draw = consistency_sample if isinstance(self.sampler, ConsistencySampler) else sample
-        tendency = draw(velocity, noise, self.sampler, generator=list(generators))
+        if isinstance(self.sampler, ConsistencySampler):
+            tendency = consistency_sample(velocity, noise, self.sampler, generator=list(generators))
+        else:
+            tendency = sample(velocity, noise, self.sampler, generator=list(generators), color=self._colored)
         new = state + tendency * self.tendency_scale
         if self.truncation is not None:
             new = self._project(new)
         return new if self.fill is None else new[:, self.fill]
 
+    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] tokens → [B, C, lat, lon] on the model's grid."""
+        grid = tokens.transpose(1, 2)[:, :, self.grid_order]
+        return grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)
+
+    def _tokens(self, grid: torch.Tensor) -> torch.Tensor:
+        """_grid's inverse."""
+        return grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
+
+    def _colored(self, noise: torch.Tensor) -> torch.Tensor:
+        """White noise tokens [B, T, C] in the training noise's colour."""
+        return noise if self.coloring is None else self._tokens(self.coloring(self._grid(noise))).contiguous()
+
     def _project(self, states: torch.Tensor) -> torch.Tensor:
         """States [B, T, C] onto the store's spectral truncation (in physical units: the projection of a wind
         is not linear in its normalised value)."""
-        grid = (states.double() * self.std + self.mean).transpose(1, 2)[:, :, self.grid_order]
-        grid = grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)
-        grid = self.truncation.fields(grid, self.wind)
-        tokens = grid.reshape(*grid.shape[:2], -1)[:, :, self.ids].transpose(1, 2)
-        return ((tokens - self.mean) / self.std).to(states.dtype)
+        grid = self.truncation.fields(self._grid(states.double() * self.std + self.mean), self.wind)
+        return ((self._tokens(grid) - self.mean) / self.std).to(states.dtype)
 
     def to_grid(self, states: torch.Tensor) -> torch.Tensor:
         """[B, T, C] normalised tokens → [B, C, lat, lon] in physical units, the store's rows only (no padding)."""
-        grid = (states * self.std + self.mean).transpose(1, 2)[:, :, self.grid_order]
-        return grid.reshape(*grid.shape[:2], self.cfg.grid.lat, self.cfg.grid.lon)[:, :, self.real]
+        return self._grid(states * self.std + self.mean)[:, :, self.real]
 
     def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
         """to_grid's inverse: [B, C, lat, lon] on the store's rows → [B, T, C] normalised tokens, padding rows

@@ -229,8 +229,9 @@ def resolve(path: str | Path) -> Path:
 def load(directory: str | Path, engine, ema: EMA, signature: dict,
          resume_from: str | Path | None = None) -> tuple[int, dict]:
     """Restore the newest complete valid checkpoint of ``directory``, else the one ``resume_from`` names;
-    returns the step to continue from (0 when none) and the run's saved plan. A checkpoint of another layout
-    or ZeRO stage goes through its universal conversion."""
+    returns the step to continue from (0 when none) and the run's saved plan. A checkpoint of another layout,
+    ZeRO stage or precision (train.bf16 auto on another kind of device) goes through its universal conversion:
+    fp32 master weights and optimizer state, which every engine loads."""
     tag = _on_rank0(choose_tag, directory)  # every rank loads the same tag; one prints what was skipped
     if tag is not None:
         path = Path(directory) / tag
@@ -240,12 +241,14 @@ def load(directory: str | Path, engine, ema: EMA, signature: dict,
         return 0, {}
     states = elastic.model_states(path)
     saved = states.get("signature", {})
-    diff = signature_mismatch({k: v for k, v in saved.items() if k != "layout"},
-                              {k: v for k, v in signature.items() if k != "layout" and k in saved})
+    engine_facts = ("layout", "precision")  # how the model is trained, not which model
+    diff = signature_mismatch({k: v for k, v in saved.items() if k not in engine_facts},
+                              {k: v for k, v in signature.items() if k not in engine_facts and k in saved})
     if diff:
         raise CheckpointError(f"checkpoint {path} is for another model: " + "; ".join(diff))
     stage = engine.zero_optimization_stage()
-    if saved.get("layout") == signature.get("layout") and states.get("zero_stage", stage) == stage:
+    same_engine = all(saved.get(k, signature.get(k)) == signature.get(k) for k in engine_facts)
+    if same_engine and states.get("zero_stage", stage) == stage:
         _, client = engine.load_checkpoint(str(path.parent), tag=path.name)
         if client is None:
             raise CheckpointError(f"DeepSpeed could not load checkpoint {path}")

@@ -196,7 +196,8 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     engine, ps, batches, pipeline, global_batch = setup(cfg, ds_config, config_ref)
     objective = training_objective(cfg, ps.window_group, torch.from_numpy(batches.ex.tendency_scale))
     ema = EMA(engine.module, cfg.train.ema_decay, cfg.train.ema_length)
-    sig = {**signature(cfg), "global_batch": global_batch}  # the data position is counted in steps
+    precision = "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
+    sig = {**signature(cfg), "global_batch": global_batch, "precision": precision}  # data position: in steps
     start, plan = checkpoint.load(ckpt_dir, engine, ema, sig, cfg.train.resume_from)
     budget = TimeBudget(cfg.train.max_minutes, cfg.train.steps, start, warmup_steps(engine.lr_scheduler), t0,
                         plan.get("total_steps"))
@@ -256,7 +257,7 @@ def run(cfg: ExperimentConfig, ds_config: dict, config_ref: str | None = None) -
     weights = gather_weights(engine.module, ema, ps)
     summary = {"steps": step, "samples_seen": step * global_batch, "planned_steps": budget.total,
                "schedule_complete": step >= budget.total, "final_lr": float(engine.get_lr()[0]),
-               "precision": "bf16" if engine.bfloat16_enabled() else "fp32",
+               "precision": precision,
                "step_s_planned": budget.step_s, "plans": budget.plans, "budget_minutes": cfg.train.max_minutes,
                "history": history,
                "wall_s": time.time() - started, "total_s": time.time() - t0, "checkpoint": str(ckpt_dir),

@@ -34,12 +34,13 @@ PAIRS = {"1_to_wp2": REF, "wp2sp2_to_pp2": "wp2sp2", "pp2_to_dp2": "pp2", "zero3
          "zero1_pp2_to_zero2_sp2": "pp2"}
 
 
-def _config(store: str, out: str, name: str, layout: dict, steps: int, resume: str | None, **model):
+def _config(store: str, out: str, name: str, layout: dict, steps: int, resume: str | None, train: dict | None = None,
+            **model):
     from aeris_ds.config import load_config
 
     return load_config("tiny", {"data": {"store": store}, "layout": layout, "model": model,
                                 "train": {"out_dir": f"{out}/{name}", "steps": steps, "checkpoint_every": 3,
-                                          "resume_from": resume and f"{out}/{resume}"}})
+                                          "resume_from": resume and f"{out}/{resume}", **(train or {})}})
 
 
 def _ds(layout: dict, stage: int) -> dict:
@@ -53,8 +54,8 @@ def _train(store: str, out: str, runs: list, reshaped: str | None = None) -> dic
     from aeris_ds.train import run
 
     results = {}
-    for name, layout, stage, steps, resume in runs:
-        summary = run(_config(store, out, name, layout, steps, resume), _ds(layout, stage))
+    for name, layout, stage, steps, resume, *train in runs:
+        summary = run(_config(store, out, name, layout, steps, resume, *train), _ds(layout, stage))
         results[name] = [(r["loss"], r["grad_norm"]) for r in summary["history"]]
     if reshaped:  # the same checkpoint into a wider model, on another layout: refused before any step
         try:
@@ -93,6 +94,29 @@ def test_resume_on_another_layout_matches_uninterrupted(elastic_runs, pair):
         assert a[kind].keys() == b[kind].keys()
         for key in a[kind]:
             torch.testing.assert_close(a[kind][key], b[kind][key], rtol=1e-5, atol=1e-6, msg=f"{pair}: {kind} {key}")
+
+
+# train.bf16 auto resolves per device: a run resumed on another kind continues in that precision from the fp32
+# master weights and optimizer state of the universal conversion.
+PRECISION_RUNS = [("bf16", {}, 1, 3, None, {"bf16": True}), ("bf16_to_fp32", {}, 1, STEPS, "bf16", {"bf16": False}),
+                  ("fp32_to_bf16", {}, 1, STEPS, f"{REF}/checkpoints/step00000003", {"bf16": True})]
+
+
+@pytest.mark.parametrize("pair", [("bf16", "bf16_to_fp32"), (REF, "fp32_to_bf16")])
+def test_resume_in_another_precision_continues_the_run(elastic_runs, tiny_store, pair):
+    results, out = elastic_runs
+    if "bf16" not in results:  # once for both pairs
+        results.update(run_ranks(1, _train, str(tiny_store), str(out), PRECISION_RUNS, tmp=out / "ranks_bf16")[0])
+    first, resumed = pair
+    got, want = np.array(results[first][:3] + results[resumed]), np.array(results[REF])
+    assert got.shape == want.shape == (STEPS, 2), f"{resumed}: expected {STEPS} steps, got {got.shape}"
+    np.testing.assert_allclose(got, want, rtol=2e-2, err_msg=f"{resumed}: losses and gradient norms")
+    assert not np.array_equal(got, want), "a bf16 stretch must change the arithmetic"
+    summary = (out / resumed / "summary.json").read_text()
+    assert f'"precision": "{"fp32" if resumed.endswith("fp32") else "bf16"}"' in summary
+    a, b = _final(out, resumed), _final(out, REF)
+    for key in a["params"]:
+        torch.testing.assert_close(a["params"][key], b["params"][key], rtol=0, atol=5e-3, msg=f"{resumed}: {key}")
 
 
 def test_resume_refuses_another_model_shape_naming_fields(elastic_runs):

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(prog="aeris-ds demo", description=__doc__)
     p.add_argument("--config", default="small", type=config_ref, help="preset name or YAML path")
     p.add_argument("--nproc", type=positive_int, default=2, help="local ranks (the preset's layout must use them all)")
-    p.add_argument("--minutes", type=positive_float, default=16.0,
+    p.add_argument("--minutes", type=positive_float, default=15.0,
                    help="training wall-time budget (minutes, start-up included): the step count and LR schedule fit it")
     p.add_argument("--store", default="data/heldsuarez.zarr", type=output_path,
                    help="the embedded data: generated when missing")

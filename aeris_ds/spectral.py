@@ -29,7 +29,7 @@ def gaussian_weights(latitude: np.ndarray, where: str = "the grid") -> np.ndarra
     mu = np.sin(np.radians(latitude[order]))
     if not np.allclose(mu, nodes, atol=1e-5):
         raise DataError(f"{where}: latitudes are not the {latitude.size} Gaussian latitudes a spectral "
-                        "truncation needs")
+                        "truncation needs", every_rank=True)  # every rank shares the grid
     out = np.empty_like(weights)
     out[order] = weights
     return out
@@ -61,7 +61,8 @@ def legendre_projectors(latitude: np.ndarray, truncation: int, where: str = "the
 
 def _check_fits(latitude: np.ndarray, n_lon: int, truncation: int, where: str) -> None:
     if not 0 <= truncation < min(latitude.size, n_lon // 2):
-        raise DataError(f"{where}: truncation T{truncation} does not fit a {latitude.size}×{n_lon} grid")
+        raise DataError(f"{where}: truncation T{truncation} does not fit a {latitude.size}×{n_lon} grid",
+                        every_rank=True)
 
 
 class DegreeGains:

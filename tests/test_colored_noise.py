@@ -151,3 +151,13 @@ def test_coloured_training_on_two_window_ranks_is_one_process_and_forecasts_in_c
     save_weights({k: saved[k] for k in ("params", "ema")}, tmp_path / "bare.pt", saved["meta"])
     with pytest.raises(CheckpointError, match="holds no noise_gains"):
         Forecaster(tmp_path / "bare.pt", store)
+
+
+def test_a_grid_without_gaussian_latitudes_is_one_error_for_all_ranks():
+    """Every rank shares the grid, so the error is printed once (by rank 0), naming the store and the option."""
+    from aeris_ds.errors import DataError
+
+    where = "store.zarr (diffusion.noise_spectrum)"
+    with pytest.raises(DataError, match=r"store.zarr \(diffusion.noise_spectrum\): latitudes are not the 32") as err:
+        NoiseColoring(np.linspace(-87.2, 87.2, N_LAT), N_LON, np.ones((1, T + 1)), where)
+    assert err.value.every_rank

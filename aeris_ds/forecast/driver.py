@@ -103,9 +103,7 @@ class Forecaster:
             return None
         if gains is None:
             raise CheckpointError(f"{weights} was trained with diffusion.noise_spectrum but holds no noise_gains")
-        if self.fill is not None:
-            raise ConfigError(f"diffusion.noise_spectrum needs the store's whole grid, but "
-                              f"grid.lat={self.cfg.grid.lat} pads {store}")
+        self._require_whole_grid("diffusion.noise_spectrum", store)
         return NoiseColoring(self.source.lat, self.cfg.grid.lon, gains, f"{store} (diffusion.noise_spectrum)")
 
     def _truncation(self, store: str | Path) -> SpectralTruncation:
@@ -113,10 +111,13 @@ class Forecaster:
         if n is None:
             raise DataError(f"{store} declares no spectral_truncation attr (written before stores recorded it?): "
                             "regenerate it, or forecast with --sampler project=false")
-        if self.fill is not None:
-            raise ConfigError(f"sampler.project needs the store's whole grid, but grid.lat={self.cfg.grid.lat} "
-                              f"pads {store}")
+        self._require_whole_grid("sampler.project", store)
         return SpectralTruncation(self.source.lat, self.cfg.grid.lon, int(n), str(store))
+
+    def _require_whole_grid(self, option: str, store: str | Path) -> None:
+        """Spectral maps work on the store's own grid: refused when the model's grid pads it."""
+        if self.fill is not None:
+            raise ConfigError(f"{option} needs the store's whole grid, but grid.lat={self.cfg.grid.lat} pads {store}")
 
     def _padding_fill(self) -> torch.Tensor | None:
         """Token → token it copies (padding rows repeat the edge row, as the reader pads); None without padding."""
